@@ -1,4 +1,5 @@
 """`dst-train`: the only Hydra entry point; hands the composed config to train()."""
+import importlib.resources
 import shutil
 import sys
 from pathlib import Path
@@ -36,5 +37,32 @@ def hydra_main(cfg: DictConfig) -> float | None:
     return summary["best_test_acc"]
 
 
+def group_options(group: str) -> list[str] | None:
+    """The options of config group `group`, or None if there is no such group."""
+    folder = importlib.resources.files("dst_cli.conf").joinpath(group)
+    if not folder.is_dir():
+        return None
+    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def unknown_group_option(args: list[str]) -> str | None:
+    """Hydra reports an unknown group option over many lines; name it in one, with the allowed options."""
+    for arg in args:
+        key, equals, value = arg.partition("=")
+        if not equals or not key.isidentifier() or "(" in value:
+            continue
+        options = group_options(key)
+        if options is None:
+            continue
+        for choice in value.split(","):
+            if choice not in options and choice != "null":
+                return f"{key}={choice} is not an option; allowed: {', '.join(options)}"
+    return None
+
+
 def main() -> None:
+    problem = unknown_group_option(sys.argv[1:])
+    if problem:
+        print(f"dst-train: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     hydra_main()

@@ -15,7 +15,7 @@ def is_number(value) -> bool:
 
 def require(ok: bool, key: str, value, allowed: str) -> None:
     if not ok:
-        raise UserError(f"{key}={value} is not allowed; allowed: {allowed}")
+        raise UserError(f"{key}={value} is invalid; allowed: {allowed}")
 
 
 def require_positive_int(key: str, value) -> None:
@@ -33,6 +33,7 @@ def validate_config(cfg: DictConfig) -> None:
     require(isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool), "seed", cfg.seed, "an integer")
     require_positive_int("trainer.epochs", cfg.trainer.epochs)
     require_positive_int("trainer.batch_size", cfg.trainer.batch_size)
+    require_positive_int("trainer.eval_batch_size", cfg.trainer.eval_batch_size)
     require(cfg.trainer.device in DEVICES, "trainer.device", cfg.trainer.device, " | ".join(DEVICES))
     require(cfg.trainer.progress in PROGRESS_MODES, "trainer.progress", cfg.trainer.progress, " | ".join(PROGRESS_MODES))
     schedule = cfg.schedule

@@ -30,7 +30,7 @@ from dst_cli.sparse.schedule import UpdateSchedule
 log = logging.getLogger("dst_cli")
 
 # Settings that may change between a run and its resumption without changing the result.
-RESUME_NEUTRAL_KEYS = ("trainer.progress", "trainer.device", "trainer.checkpoint")
+RESUME_NEUTRAL_KEYS = ("trainer.progress", "trainer.device", "trainer.checkpoint", "trainer.eval_batch_size")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -50,7 +50,9 @@ class Trainer:
         self.cfg, self.run_dir = cfg, run_dir
         self.device = resolve_device(cfg.trainer.device)
         torch.manual_seed(cfg.seed)
-        self.data = build_data(cfg.dataset, cfg.trainer.batch_size, cfg.seed, self.device)
+        self.data = build_data(
+            cfg.dataset, cfg.trainer.batch_size, cfg.seed, self.device, eval_batch_size=cfg.trainer.eval_batch_size
+        )
         self.model = build_model(
             **cfg.model, num_classes=self.data.num_classes, input_shape=self.data.input_shape
         ).to(self.device)

@@ -1,0 +1,3 @@
+from dst_cli.cli import main
+
+main()

@@ -1,0 +1,23 @@
+"""Hydra callbacks: build the sweep report when a multirun ends."""
+
+import logging
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from dst_cli.report import build_report, print_report
+
+log = logging.getLogger(__name__)
+
+
+class SweepReport(Callback):
+    """Writes summary.csv, report.md and the plots into the sweep dir and prints the tables."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            print_report(build_report([sweep_dir], sweep_dir))
+        except Exception as error:  # a broken report must not turn a finished sweep into a failure
+            reason = f"{type(error).__name__}: {error}"
+            log.warning("could not build the sweep report in %s: %s", sweep_dir, reason)

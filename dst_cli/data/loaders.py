@@ -1,0 +1,121 @@
+"""The two Loader implementations: tensors on the device, or a torch DataLoader with worker processes."""
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from dst_cli.data.base import LoaderSettings
+from dst_cli.data.sampling import BatchPlan, DrawParams
+from dst_cli.data.transforms import CropFlip, Normalize
+
+
+def plan_for(num_samples: int, settings: LoaderSettings, train: bool) -> BatchPlan:
+    """The batch plan of a training or evaluation loader of this run and rank."""
+    batch_size = settings.batch_size if train else settings.eval_batch_size
+    return BatchPlan(num_samples, batch_size, train, settings.seed, settings.rank, settings.world_size)
+
+
+class TensorLoader:
+    """Samples held as tensors on the training device; batches are gathered and augmented there."""
+
+    def __init__(
+        self, images: Tensor, labels: Tensor, plan: BatchPlan, normalize: Normalize, augment: CropFlip | None = None
+    ) -> None:
+        self.images = images
+        self.labels = labels
+        self.plan = plan
+        self.normalize = normalize
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        draw_params = self.augment.draw if self.augment is not None else None
+        for indices, params in self.plan.batches(epoch, start, draw_params):
+            indices = indices.to(self.images.device)
+            images = self.images[indices]
+            if params is not None:
+                images = self.augment.apply_batch(images, params)
+            yield self.normalize(images), self.labels[indices]
+
+
+# Turns one PIL image and its augmentation parameters (None for evaluation) into a normalised tensor.
+SampleTransform = Callable[[Image.Image, Any], Tensor]
+
+
+class PlannedDataset(Dataset):
+    """Reads items (index, augmentation parameters) from a dataset of (PIL image, label) pairs."""
+
+    def __init__(self, images: Dataset, transform: SampleTransform) -> None:
+        self.images = images
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, item: tuple[int, Any]) -> tuple[Tensor, int]:
+        index, params = item
+        image, label = self.images[index]
+        return self.transform(image, params), label
+
+
+class PlanBatchSampler:
+    """Batch sampler that follows a BatchPlan from a settable (epoch, start batch).
+
+    Resuming at batch `start` skips the earlier batches here, so their images are never loaded.
+    """
+
+    def __init__(self, plan: BatchPlan, draw_params: DrawParams | None) -> None:
+        self.plan = plan
+        self.draw_params = draw_params
+        self.epoch = 0
+        self.start = 0
+
+    def __len__(self) -> int:
+        return len(self.plan) - self.start
+
+    def __iter__(self) -> Iterator[list[tuple[int, Any]]]:
+        # Bind epoch and start now: the DataLoader starts prefetching as soon as it calls iter().
+        return self._items(self.epoch, self.start)
+
+    def _items(self, epoch: int, start: int) -> Iterator[list[tuple[int, Any]]]:
+        for indices, params in self.plan.batches(epoch, start, self.draw_params):
+            params_per_sample: Sequence[Any] = params.tolist() if params is not None else [None] * len(indices)
+            yield list(zip(indices.tolist(), params_per_sample))
+
+
+class WorkerLoader:
+    """A torch DataLoader (PIL decoding and transforms in worker processes) driven by a BatchPlan."""
+
+    def __init__(
+        self,
+        dataset: PlannedDataset,
+        plan: BatchPlan,
+        draw_params: DrawParams | None,
+        device: torch.device,
+        num_workers: int,
+    ) -> None:
+        self.device = device
+        self.sampler = PlanBatchSampler(plan, draw_params)
+        self.loader = DataLoader(
+            dataset,
+            batch_sampler=self.sampler,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=num_workers > 0,
+            # The DataLoader draws its workers' base seed from this, not from the global RNG.
+            generator=torch.Generator(),
+        )
+
+    def __len__(self) -> int:
+        return len(self.sampler.plan)
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        self.sampler.epoch, self.sampler.start = epoch, start
+        for images, labels in self.loader:
+            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)

@@ -1,0 +1,100 @@
+"""FLOPs accounting for sparse networks, following the RigL paper (Evci et al. 2020, appendix H).
+
+Only the prunable layers (nn.Conv2d, nn.Linear) are counted: their multiply-adds dominate the cost,
+and they are the layers whose cost shrinks with the mask. One multiply-add counts as 2 FLOPs.
+"""
+
+import torch
+from torch import nn
+
+PRUNABLE_LAYER_TYPES = (nn.Conv2d, nn.Linear)
+
+
+def layer_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Dense forward FLOPs per sample of every prunable layer, keyed by its weight's parameter name.
+
+    input_shape is the shape of one sample without the batch dimension, e.g. (3, 32, 32).
+    The counts are measured with forward hooks on one dummy sample, so the output sizes of the
+    convolutions are whatever the model really produces:
+      conv:   2 * k_h * k_w * c_in / groups * c_out * h_out * w_out
+      linear: 2 * in_features * out_features (times any extra positions, e.g. tokens)
+    A layer called several times in one forward pass is counted once per call.
+    """
+    flops: dict[str, int] = {}
+    hooks = []
+    for module_name, module in model.named_modules():
+        if isinstance(module, PRUNABLE_LAYER_TYPES):
+            weight_name = f"{module_name}.weight" if module_name else "weight"
+            flops[weight_name] = 0
+            hooks.append(module.register_forward_hook(_flops_counter(flops, weight_name)))
+
+    first_parameter = next(model.parameters())
+    dummy = torch.zeros(1, *input_shape, device=first_parameter.device, dtype=first_parameter.dtype)
+    # eval mode: batch norm cannot compute batch statistics from a single sample
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(dummy)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return flops
+
+
+def _flops_counter(flops: dict[str, int], weight_name: str):
+    def count(module: nn.Module, inputs, output: torch.Tensor) -> None:
+        flops[weight_name] += _forward_flops(module, output)
+
+    return count
+
+
+def _forward_flops(module: nn.Module, output: torch.Tensor) -> int:
+    """FLOPs of one forward call for a batch of one sample, given the call's output."""
+    if isinstance(module, nn.Conv2d):
+        kernel_h, kernel_w = module.kernel_size
+        macs_per_output = kernel_h * kernel_w * module.in_channels // module.groups
+        return 2 * macs_per_output * output.numel()  # output.numel() = c_out * h_out * w_out
+    positions = output.numel() // module.out_features
+    return 2 * module.in_features * module.out_features * positions
+
+
+def sparse_forward_flops(layer_flops: dict[str, int], densities: dict[str, float]) -> float:
+    """f_S = sum_l d_l * F_l. Layers missing from densities have no mask and count as dense."""
+    unknown = sorted(set(densities) - set(layer_flops))
+    if unknown:
+        raise ValueError(f"densities name layers that are not prunable layers of the model: {unknown}")
+    return sum(flops * densities.get(name, 1.0) for name, flops in layer_flops.items())
+
+
+def inference_flops_ratio(layer_flops: dict[str, int], densities: dict[str, float]) -> float:
+    """Forward cost of the sparse network relative to the dense one: sum d_l F_l / sum F_l."""
+    return sparse_forward_flops(layer_flops, densities) / sum(layer_flops.values())
+
+
+def training_flops_ratio(
+    layer_flops: dict[str, int], densities: dict[str, float], steps: int, dense_grad_steps: int
+) -> float:
+    """Training cost relative to dense training with the same number of steps (RigL accounting).
+
+    With f_D = sum F_l (dense forward) and f_S = sum d_l F_l (sparse forward):
+      - dense training costs 3 f_D per step: forward, backward w.r.t. inputs, backward w.r.t. weights;
+      - a sparse training step costs 3 f_S;
+      - a mask-update step of a gradient-based acquisition (RigL, DST-EE) also needs the dense
+        weight gradient, so its weight-gradient pass costs f_D instead of f_S: 2 f_S + f_D.
+    ratio = ((steps - dense_grad_steps) * 3 f_S + dense_grad_steps * (2 f_S + f_D)) / (steps * 3 f_D)
+
+    The densities are taken as constant over training (the current masks), which is exact for
+    DST methods that keep the number of active weights fixed. With steps == 0 the ratio is the
+    per-step one, f_S / f_D, so it is defined from the very start of a run.
+    """
+    if not 0 <= dense_grad_steps <= steps:
+        raise ValueError(f"need 0 <= dense_grad_steps <= steps, got {dense_grad_steps} and {steps}")
+    dense = float(sum(layer_flops.values()))
+    sparse = sparse_forward_flops(layer_flops, densities)
+    if steps == 0:
+        return sparse / dense
+    sparse_steps = steps - dense_grad_steps
+    training_cost = sparse_steps * 3 * sparse + dense_grad_steps * (2 * sparse + dense)
+    return training_cost / (steps * 3 * dense)

@@ -1,0 +1,120 @@
+import pytest
+from torch import nn
+
+from dst_cli.flops import inference_flops_ratio, layer_flops, training_flops_ratio
+
+# Hand-computed dense forward FLOPs per sample of SmallNet on a 3x8x8 input:
+#   features.0  conv 3->8, 3x3, pad 1        -> 8x8x8 out: 2 * (3*3*3)   * 8 * 64 = 27648
+#   features.1  conv 8->8, 3x3, groups 4, s2 -> 8x4x4 out: 2 * (3*3*8/4) * 8 * 16 = 4608
+#   classifier.1 linear 128 -> 16:                         2 * 128 * 16      = 4096
+#   classifier.3 linear 16 -> 10:                          2 * 16 * 10       = 320
+SMALL_NET_FLOPS = {
+    "features.0.weight": 27648,
+    "features.1.weight": 4608,
+    "classifier.1.weight": 4096,
+    "classifier.3.weight": 320,
+}
+DENSE_TOTAL = 36672
+
+# A static ~90% sparse network with ERK-like per-layer densities; its sparse forward cost is
+#   f_S = 0.3*27648 + 0.1*4608 + 0.05*4096 + 0.2*320 = 8294.4 + 460.8 + 204.8 + 64 = 9024
+SPARSE_DENSITIES = {
+    "features.0.weight": 0.3,
+    "features.1.weight": 0.1,
+    "classifier.1.weight": 0.05,
+    "classifier.3.weight": 0.2,
+}
+SPARSE_TOTAL = 9024
+
+
+class SmallNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.Conv2d(8, 8, 3, padding=1, stride=2, groups=4),
+            nn.BatchNorm2d(8),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(128, 16), nn.BatchNorm1d(16), nn.Linear(16, 10)
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def test_layer_flops_matches_hand_count_per_layer():
+    assert layer_flops(SmallNet(), (3, 8, 8)) == SMALL_NET_FLOPS
+
+
+def test_layer_flops_leaves_training_mode_as_it_was():
+    model = SmallNet()
+    layer_flops(model, (3, 8, 8))
+    assert model.training
+    model.eval()
+    layer_flops(model, (3, 8, 8))
+    assert not model.training
+
+
+def test_layer_flops_scales_with_input_size():
+    # a 3x16x16 input quadruples the conv output sizes; the linear layers need 128 inputs,
+    # so measure a conv-only model
+    flops = layer_flops(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1)), (3, 16, 16))
+    assert flops == {"0.weight": 2 * 27 * 8 * 256}
+
+
+def test_layer_flops_counts_a_reused_layer_once_per_call():
+    class TwiceLinear(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(self.fc(x))
+
+    assert layer_flops(TwiceLinear(), (4,)) == {"fc.weight": 2 * (2 * 4 * 4)}
+
+
+def test_dense_network_ratios_are_one():
+    all_dense = {name: 1.0 for name in SMALL_NET_FLOPS}
+    assert inference_flops_ratio(SMALL_NET_FLOPS, all_dense) == 1.0
+    assert inference_flops_ratio(SMALL_NET_FLOPS, {}) == 1.0  # unmasked layers are dense
+    assert training_flops_ratio(SMALL_NET_FLOPS, all_dense, steps=100, dense_grad_steps=0) == 1.0
+    assert training_flops_ratio(SMALL_NET_FLOPS, all_dense, steps=100, dense_grad_steps=10) == 1.0
+
+
+def test_uniform_density_gives_that_density():
+    uniform = {name: 0.1 for name in SMALL_NET_FLOPS}
+    assert inference_flops_ratio(SMALL_NET_FLOPS, uniform) == pytest.approx(0.1)
+    assert training_flops_ratio(SMALL_NET_FLOPS, uniform, steps=50, dense_grad_steps=0) == pytest.approx(0.1)
+
+
+def test_static_sparse_network_follows_per_layer_densities():
+    expected = SPARSE_TOTAL / DENSE_TOTAL  # 0.24607...
+    assert inference_flops_ratio(SMALL_NET_FLOPS, SPARSE_DENSITIES) == pytest.approx(expected)
+    ratio = training_flops_ratio(SMALL_NET_FLOPS, SPARSE_DENSITIES, steps=1000, dense_grad_steps=0)
+    assert ratio == pytest.approx(expected)
+
+
+def test_dense_gradient_steps_add_the_dense_weight_gradient():
+    # 90 sparse steps at 3 f_S + 10 update steps at 2 f_S + f_D, over 100 dense steps at 3 f_D:
+    #   (90*3*9024 + 10*(2*9024 + 36672)) / (100*3*36672) = 2983680 / 11001600
+    ratio = training_flops_ratio(SMALL_NET_FLOPS, SPARSE_DENSITIES, steps=100, dense_grad_steps=10)
+    assert ratio == pytest.approx(2983680 / 11001600)
+    assert ratio > inference_flops_ratio(SMALL_NET_FLOPS, SPARSE_DENSITIES)
+
+
+def test_zero_steps_gives_the_per_step_ratio():
+    ratio = training_flops_ratio(SMALL_NET_FLOPS, SPARSE_DENSITIES, steps=0, dense_grad_steps=0)
+    assert ratio == pytest.approx(SPARSE_TOTAL / DENSE_TOTAL)
+
+
+@pytest.mark.parametrize("steps, dense_grad_steps", [(10, 11), (10, -1), (-1, 0)])
+def test_impossible_step_counts_are_rejected(steps, dense_grad_steps):
+    with pytest.raises(ValueError, match="dense_grad_steps"):
+        training_flops_ratio(SMALL_NET_FLOPS, SPARSE_DENSITIES, steps, dense_grad_steps)
+
+
+def test_densities_of_unknown_layers_are_rejected():
+    with pytest.raises(ValueError, match="bias"):
+        inference_flops_ratio(SMALL_NET_FLOPS, {"features.0.bias": 0.5})
