@@ -30,7 +30,9 @@ from dst_cli.sparse.schedule import UpdateSchedule
 log = logging.getLogger("dst_cli")
 
 # Settings that may change between a run and its resumption without changing the result.
-RESUME_NEUTRAL_KEYS = ("trainer.progress", "trainer.device", "trainer.checkpoint", "trainer.eval_batch_size")
+RESUME_NEUTRAL_KEYS = (
+    "trainer.progress", "trainer.device", "trainer.checkpoint", "trainer.eval_batch_size", "trainer.compile",
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,6 +47,35 @@ class NonFiniteLoss(Exception):
     pass
 
 
+def resolve_switch(value: str | bool, device: torch.device) -> bool:
+    """`auto` means on for CUDA, off for CPU."""
+    return device.type == "cuda" if value == "auto" else bool(value)
+
+
+def train_step(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    engine: SparseEngine | None,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    step: int,
+    bf16: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step; `engine=None` trains dense (the benchmark's baseline). Returns (loss, logits)."""
+    with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(inputs)
+        loss = criterion(logits, targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if engine is not None:
+        engine.before_optimizer_step(step)
+    optimizer.step()
+    if engine is not None:
+        engine.after_optimizer_step()
+    return loss.detach(), logits.detach()
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg, self.run_dir = cfg, run_dir
@@ -53,9 +84,14 @@ class Trainer:
         self.data = build_data(
             cfg.dataset, cfg.trainer.batch_size, cfg.seed, self.device, eval_batch_size=cfg.trainer.eval_batch_size
         )
+        self.bf16 = resolve_switch(cfg.trainer.bf16, self.device)
+        self.memory_format = (
+            torch.channels_last if resolve_switch(cfg.trainer.channels_last, self.device) else torch.contiguous_format
+        )
         self.model = build_model(
             **cfg.model, num_classes=self.data.num_classes, input_shape=self.data.input_shape
-        ).to(self.device)
+        ).to(self.device, memory_format=self.memory_format)
+        self.forward_model = torch.compile(self.model) if cfg.trainer.compile else self.model
         self.optimizer = build_optimizer(cfg.optim, self.model)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
         self.steps_per_epoch = len(self.data.train)
@@ -121,14 +157,11 @@ class Trainer:
                 self.optimizer,
                 learning_rate(self.cfg.optim, self.step, self.steps_per_epoch, self.cfg.trainer.epochs),
             )
-            logits = self.model(inputs)
-            loss = self.criterion(logits, targets)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.engine.before_optimizer_step(self.step)
-            self.optimizer.step()
-            self.engine.after_optimizer_step()
-            loss_sum += loss.detach() * len(targets)
+            loss, logits = train_step(
+                self.forward_model, self.criterion, self.optimizer, self.engine,
+                inputs.contiguous(memory_format=self.memory_format), targets, self.step, self.bf16,
+            )
+            loss_sum += loss * len(targets)
             correct += (logits.argmax(dim=1) == targets).sum()
             seen += len(targets)
             progress.advance()
@@ -141,7 +174,8 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         for inputs, targets in loader.batches(0):
-            logits = self.model(inputs)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                logits = self.forward_model(inputs.contiguous(memory_format=self.memory_format)).float()
             loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum")
             correct += (logits.argmax(dim=1) == targets).sum()
             seen += len(targets)

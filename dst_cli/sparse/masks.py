@@ -33,10 +33,11 @@ class SparseMasks:
 
     @staticmethod
     def _random_mask(weight: Tensor, count: int, generator: torch.Generator) -> Tensor:
+        """Exactly `count` active weights; the mask has the weight's memory format (e.g. channels_last)."""
         scores = torch.rand(weight.shape, generator=generator, device=weight.device)
-        mask = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
-        mask[torch.topk(scores.flatten(), count).indices] = True
-        return mask.view_as(weight)
+        flat = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
+        flat[torch.topk(scores.flatten(), count).indices] = True
+        return torch.zeros_like(weight, dtype=torch.bool).copy_(flat.view(weight.shape))
 
     @torch.no_grad()
     def apply(self) -> None:
@@ -65,9 +66,10 @@ class SparseMasks:
             grow_scores = acq.grow_scores(weight, grad, active_steps, step).masked_fill(mask, -float("inf"))
             dropped = torch.topk(drop_scores.flatten(), k, largest=False).indices
             grown = torch.topk(grow_scores.flatten(), k).indices
-            new_mask = mask.clone()
-            new_mask.view(-1)[dropped] = False
-            new_mask.view(-1)[grown] = True
+            flat_mask = mask.flatten().clone()  # logical order, whatever the memory format
+            flat_mask[dropped] = False
+            flat_mask[grown] = True
+            new_mask = flat_mask.view(mask.shape)
             weight.masked_fill_(new_mask ^ mask, 0.0)
             grown_mask = new_mask & ~mask
             for state in optimizer.state.get(weight, {}).values():

@@ -121,3 +121,16 @@ def test_prunable_weights_are_conv_and_linear_weights_in_order():
         torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.Linear(4, 2)
     )
     assert list(prunable_weights(model)) == ["0.weight", "3.weight"]
+
+
+def test_channels_last_weights_keep_exact_counts_and_zeros():
+    weight, masks, optimizer, count = make_layer((8, 6, 3, 3), 0.9)
+    weight.data = weight.data.contiguous(memory_format=torch.channels_last)
+    cl_masks = SparseMasks({"w": weight}, {"w": count}, torch.Generator().manual_seed(0))
+    assert cl_masks.masks[0].is_contiguous(memory_format=torch.channels_last)
+    before = cl_masks.masks[0].clone()
+    cl_masks.update(100, 0.3, build_acquisition("rigl", torch.Generator()), optimizer)
+    after = cl_masks.masks[0]
+    assert int(after.sum()) == count
+    assert int((after & ~before).sum()) == int((before & ~after).sum()) == round(0.3 * count)
+    assert torch.all(weight[~after] == 0)
