@@ -1,6 +1,8 @@
 """`dst-train`: the only Hydra entry point; hands the composed config to train()."""
 import importlib.resources
+import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -9,14 +11,20 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from dst_cli.console import print_summary
+from dst_cli.distributed import MasksDiverged, launched_by_torchrun
 from dst_cli.errors import UserError
-from dst_cli.train import NonFiniteLoss, train
+from dst_cli.train import Interrupted, NonFiniteLoss, train
 
 RUN_FILES = ("metrics.jsonl", "summary.json", "checkpoints")
 
 
 def holds_a_run(run_dir: Path) -> bool:
     return any((run_dir / name).exists() for name in RUN_FILES)
+
+
+def fail(message: str, code: int) -> None:
+    print(f"dst-train: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://dst_cli.conf", config_name="train")
@@ -26,15 +34,20 @@ def hydra_main(cfg: DictConfig) -> float | None:
     try:
         summary = train(cfg, run_dir)
     except UserError as error:
-        if fresh:  # bad input: leave no half-written run directory behind
+        if fresh and int(os.environ.get("RANK", "0")) == 0:  # bad input: leave no half-written run dir
             shutil.rmtree(run_dir, ignore_errors=True)
-        print(f"dst-train: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except NonFiniteLoss as error:
-        print(f"dst-train: run failed: {error} (status 'failed' in {run_dir / 'summary.json'})", file=sys.stderr)
-        sys.exit(1)
-    print_summary(summary)
-    return summary["best_test_acc"]
+        fail(f"error: {error}", 2)
+    except Interrupted as stopped:
+        print(f"dst-train: {stopped}; checkpoint saved, run the same command with hydra.run.dir={run_dir} to resume",
+              file=sys.stderr)
+        stopped.stop.forward()  # e.g. submitit requeues the job now that the checkpoint is on disk
+        sys.exit(128 + (stopped.stop.signum or signal.SIGTERM))
+    except (NonFiniteLoss, MasksDiverged) as error:
+        fail(f"run failed: {error} (status 'failed' in {run_dir / 'summary.json'})", 1)
+    if summary:  # rank 0
+        print_summary(summary)
+        return summary["best_test_acc"]
+    return None
 
 
 def group_options(group: str) -> list[str] | None:
@@ -60,9 +73,20 @@ def unknown_group_option(args: list[str]) -> str | None:
     return None
 
 
+def torchrun_args(args: list[str]) -> list[str]:
+    """Under torchrun all ranks share one run dir, which must therefore be named; only rank 0 writes Hydra's files."""
+    if not any(arg.startswith("hydra.run.dir=") for arg in args):
+        fail("error: under torchrun give the run dir every rank shares: hydra.run.dir=outputs/runs/NAME", 2)
+    if int(os.environ.get("RANK", "0")) == 0:
+        return args
+    return [*args, "hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+
+
 def main() -> None:
-    problem = unknown_group_option(sys.argv[1:])
+    args = sys.argv[1:]
+    problem = unknown_group_option(args)
     if problem:
-        print(f"dst-train: error: {problem}", file=sys.stderr)
-        sys.exit(2)
+        fail(f"error: {problem}", 2)
+    if launched_by_torchrun():
+        sys.argv[1:] = torchrun_args(args)
     hydra_main()

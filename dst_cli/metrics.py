@@ -2,7 +2,10 @@
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
+
+from dst_cli.errors import UserError
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -32,3 +35,14 @@ class MetricsLog:
 
 def finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+def open_tensorboard(run_dir: Path, cfg: Mapping):
+    """A SummaryWriter into <run_dir>/<cfg.log_dir> for `logger=tensorboard`, else None."""
+    if cfg["name"] != "tensorboard":
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("logger=tensorboard needs the tensorboard package: pip install 'dst-cli[tensorboard]'")
+    return SummaryWriter(log_dir=str(run_dir / cfg["log_dir"]))

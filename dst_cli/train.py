@@ -13,16 +13,19 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from dst_cli import distributed
 from dst_cli.checkpoint import copy_checkpoint, last_checkpoint, load_checkpoint, save_checkpoint
 from dst_cli.config import validate_config
 from dst_cli.console import EpochProgress
 from dst_cli.data import build_data
 from dst_cli.errors import UserError
 from dst_cli.flops import inference_flops_ratio, layer_flops, training_flops_ratio
-from dst_cli.metrics import MetricsLog, finite_or_none, write_json
+from dst_cli.metrics import MetricsLog, finite_or_none, open_tensorboard, write_json
 from dst_cli.models import build_model
 from dst_cli.optim import build_optimizer, learning_rate, set_learning_rate
+from dst_cli.signals import StopRequest, stop_on_signals
 from dst_cli.sparse.acquisition import build_acquisition
 from dst_cli.sparse.engine import SparseEngine
 from dst_cli.sparse.schedule import UpdateSchedule
@@ -32,7 +35,23 @@ log = logging.getLogger("dst_cli")
 # Settings that may change between a run and its resumption without changing the result.
 RESUME_NEUTRAL_KEYS = (
     "trainer.progress", "trainer.device", "trainer.checkpoint", "trainer.eval_batch_size", "trainer.compile",
+    "logger",
 )
+# With several processes, a stop signal is acted on at the first multiple of this many steps, so that
+# all ranks stop at the same step without a host-device sync every step.
+DISTRIBUTED_STOP_CHECK_STEPS = 20
+
+
+class NonFiniteLoss(Exception):
+    pass
+
+
+class Interrupted(Exception):
+    """A stop signal was acted on: the checkpoint of `step` is written."""
+
+    def __init__(self, stop: StopRequest, step: int):
+        super().__init__(f"stopped by {stop.signal_name or 'a signal to another rank'} at step {step}")
+        self.stop = stop
 
 
 def resolve_device(name: str) -> torch.device:
@@ -41,10 +60,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu or auto")
     return torch.device(name)
-
-
-class NonFiniteLoss(Exception):
-    pass
 
 
 def resolve_switch(value: str | bool, device: torch.device) -> bool:
@@ -76,13 +91,45 @@ def train_step(
     return loss.detach(), logits.detach()
 
 
+NO_STEP = 2**62  # "no non-finite loss yet"; the minimum over ranks is the earliest bad step
+
+
+class EpochTotals:
+    """Running sums of the epoch in progress, on the device; part of a mid-epoch checkpoint."""
+
+    def __init__(self, device: torch.device, masks_at_start: list[torch.Tensor]):
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.seen = torch.zeros((), device=device, dtype=torch.long)
+        self.first_nonfinite_step = torch.full((), NO_STEP, device=device, dtype=torch.long)
+        self.masks_at_start = masks_at_start
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, step: int) -> None:
+        self.loss_sum += loss * len(targets)
+        self.correct += (logits.argmax(dim=1) == targets).sum()
+        self.seen += len(targets)
+        first_bad = (self.first_nonfinite_step == NO_STEP) & ~torch.isfinite(loss)
+        self.first_nonfinite_step.masked_fill_(first_bad, step)
+
+    def state_dict(self) -> dict:
+        return {"loss_sum": self.loss_sum, "correct": self.correct, "seen": self.seen,
+                "first_nonfinite_step": self.first_nonfinite_step, "masks_at_start": self.masks_at_start}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("loss_sum", "correct", "seen", "first_nonfinite_step"):
+            getattr(self, key).copy_(state[key])
+        self.masks_at_start = [mask.to(self.loss_sum.device) for mask in state["masks_at_start"]]
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg, self.run_dir = cfg, run_dir
-        self.device = resolve_device(cfg.trainer.device)
+        self.dist = distributed.start(resolve_device(cfg.trainer.device))
+        self.device = self.dist.device
         torch.manual_seed(cfg.seed)
         self.data = build_data(
-            cfg.dataset, cfg.trainer.batch_size, cfg.seed, self.device, eval_batch_size=cfg.trainer.eval_batch_size
+            cfg.dataset, cfg.trainer.batch_size, cfg.seed, self.device, rank=self.dist.rank,
+            world_size=self.dist.world_size, eval_batch_size=cfg.trainer.eval_batch_size,
         )
         self.bf16 = resolve_switch(cfg.trainer.bf16, self.device)
         self.memory_format = (
@@ -91,7 +138,13 @@ class Trainer:
         self.model = build_model(
             **cfg.model, num_classes=self.data.num_classes, input_shape=self.data.input_shape
         ).to(self.device, memory_format=self.memory_format)
-        self.forward_model = torch.compile(self.model) if cfg.trainer.compile else self.model
+        self.forward_model = self.model
+        if self.dist.distributed:
+            self.forward_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        if cfg.trainer.compile:
+            self.forward_model = torch.compile(self.forward_model)
         self.optimizer = build_optimizer(cfg.optim, self.model)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
         self.steps_per_epoch = len(self.data.train)
@@ -103,6 +156,7 @@ class Trainer:
         self.total_steps = cfg.trainer.epochs * self.steps_per_epoch
         schedule_options = {key: value for key, value in cfg.schedule.items() if key != "name"}
         schedule = UpdateSchedule(**schedule_options, total_steps=self.total_steps)
+        # the same seed on every rank: random growth picks the same weights everywhere
         generator = torch.Generator(self.device).manual_seed(cfg.seed)
         acq_options = {key: value for key, value in cfg.acq.items() if key != "name"}
         self.engine = SparseEngine(
@@ -112,46 +166,43 @@ class Trainer:
         )
         self.layer_flops = layer_flops(self.model, self.data.input_shape)
         self.monitor = "val/acc" if self.data.val is not None else "test/acc"
-        self.step, self.epoch, self.wall_time_s = 0, 0, 0.0
+        self.step, self.epoch, self.wall_time_s, self.mask_checks = 0, 0, 0.0, 0
         self.best = {"value": -math.inf, "epoch": None, "test_acc": None}
+        self.totals: EpochTotals | None = None
         checkpoint = last_checkpoint(run_dir)
         if checkpoint is not None:
             self.resume(load_checkpoint(checkpoint, self.device))
             log.info("resumed from %s at epoch %d, step %d", checkpoint, self.epoch, self.step)
-        self.metrics = MetricsLog(run_dir / "metrics.jsonl", keep_epochs=self.epoch)
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl", keep_epochs=self.epoch) if self.dist.is_main else None
+        self.tensorboard = open_tensorboard(run_dir, cfg.logger) if self.dist.is_main else None
 
     # ----- the loop -----
-    def fit(self) -> None:
+    def fit(self, stop: StopRequest) -> None:
         epochs = self.cfg.trainer.epochs
-        progress = EpochProgress(self.cfg.trainer.progress, self.total_steps, self.step)
+        mode = self.cfg.trainer.progress if self.dist.is_main else "none"
+        progress = EpochProgress(mode, self.total_steps, self.step)
         with progress.running():
             for epoch in range(self.epoch + 1, epochs + 1):
                 progress.start_epoch(epoch)
                 started = time.perf_counter()
-                masks_before = self.engine.masks.snapshot()
-                train_loss, train_acc = self.train_epoch(epoch, progress)
-                if not math.isfinite(train_loss):
-                    raise NonFiniteLoss(f"training loss became non-finite in epoch {epoch}")
-                row = {"epoch": epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
-                       "train/loss": train_loss, "train/acc": train_acc}
-                for split in ("val", "test"):
-                    loader = getattr(self.data, split)
-                    if loader is not None:
-                        row[f"{split}/loss"], row[f"{split}/acc"] = self.evaluate(loader)
-                row.update(self.mask_metrics(masks_before))
+                if self.totals is None:
+                    self.totals = EpochTotals(self.device, self.engine.masks.snapshot())
+                self.train_epoch(epoch, progress, stop)
+                row = self.end_epoch(epoch)
                 row["time/epoch_s"] = time.perf_counter() - started
                 self.wall_time_s += row["time/epoch_s"]
-                self.epoch = epoch
-                self.metrics.append(row)
+                if self.dist.is_main:
+                    self.metrics.append(row)
+                    if self.tensorboard is not None:
+                        for key, value in row.items():
+                            self.tensorboard.add_scalar(key, value, epoch)
                 self.save(row)
                 progress.end_epoch(row, epochs)
 
-    def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, float]:
+    def train_epoch(self, epoch: int, progress: EpochProgress, stop: StopRequest) -> None:
         self.model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
-        for inputs, targets in self.data.train.batches(epoch):
+        done_in_epoch = self.step - (epoch - 1) * self.steps_per_epoch  # > 0 when resuming mid-epoch
+        for inputs, targets in self.data.train.batches(epoch, done_in_epoch):
             self.step += 1
             set_learning_rate(
                 self.optimizer,
@@ -161,11 +212,48 @@ class Trainer:
                 self.forward_model, self.criterion, self.optimizer, self.engine,
                 inputs.contiguous(memory_format=self.memory_format), targets, self.step, self.bf16,
             )
-            loss_sum += loss * len(targets)
-            correct += (logits.argmax(dim=1) == targets).sum()
-            seen += len(targets)
+            self.totals.add(loss, logits, targets, self.step)
+            if self.dist.distributed and self.engine.is_update_step(self.step):
+                distributed.verify_masks_agree(self.engine.masks.masks, self.engine.masks.names, self.step, self.dist)
+                self.mask_checks += 1
             progress.advance()
-        return loss_sum.item() / seen, correct.item() / seen
+            if self.stop_now(stop):
+                self.save_last()
+                raise Interrupted(stop, self.step)
+
+    def stop_now(self, stop: StopRequest) -> bool:
+        if not self.dist.distributed:
+            return stop.requested
+        if self.step % DISTRIBUTED_STOP_CHECK_STEPS:
+            return False
+        return distributed.any_rank(stop.requested, self.dist)
+
+    def end_epoch(self, epoch: int) -> dict:
+        """Reduce the epoch's totals over ranks (one sync), stop on a non-finite loss, evaluate."""
+        totals = self.totals
+        first_nonfinite_step = int(distributed.min_across_ranks(totals.first_nonfinite_step.clone(), self.dist))
+        if first_nonfinite_step != NO_STEP:
+            raise NonFiniteLoss(f"the training loss became non-finite at step {first_nonfinite_step}")
+        sums = distributed.sum_across_ranks(
+            torch.stack([totals.loss_sum.double(), totals.correct.double(), totals.seen.double()]), self.dist
+        )
+        loss_sum, correct, seen = sums.tolist()
+        row = {"epoch": epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
+               "train/loss": loss_sum / seen, "train/acc": correct / seen}
+        for split in ("val", "test"):
+            loader = getattr(self.data, split)
+            if loader is not None:
+                row[f"{split}/loss"], row[f"{split}/acc"] = self.evaluate(loader)
+        masks = self.engine.masks
+        row.update({
+            "mask/density": masks.nonzero_density(),
+            "mask/explored": masks.explored_share(),
+            "mask/turnover": masks.turnover_since(totals.masks_at_start),
+            "flops/train_ratio": self.train_flops_ratio(),
+        })
+        self.totals = None
+        self.epoch = epoch
+        return row
 
     @torch.no_grad()
     def evaluate(self, loader) -> tuple[float, float]:
@@ -175,20 +263,11 @@ class Trainer:
         seen = 0
         for inputs, targets in loader.batches(0):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                logits = self.forward_model(inputs.contiguous(memory_format=self.memory_format)).float()
+                logits = self.model(inputs.contiguous(memory_format=self.memory_format)).float()
             loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum")
             correct += (logits.argmax(dim=1) == targets).sum()
             seen += len(targets)
         return loss_sum.item() / seen, correct.item() / seen
-
-    def mask_metrics(self, masks_before: list[torch.Tensor]) -> dict:
-        masks = self.engine.masks
-        return {
-            "mask/density": masks.nonzero_density(),
-            "mask/explored": masks.explored_share(),
-            "mask/turnover": masks.turnover_since(masks_before),
-            "flops/train_ratio": self.train_flops_ratio(),
-        }
 
     def train_flops_ratio(self) -> float:
         return training_flops_ratio(
@@ -196,16 +275,21 @@ class Trainer:
         )
 
     # ----- checkpoints -----
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
     def save(self, row: dict) -> None:
         improved = row[self.monitor] > self.best["value"]
         if improved:
             self.best = {"value": row[self.monitor], "epoch": row["epoch"], "test_acc": row["test/acc"]}
-        if not self.cfg.trainer.checkpoint:
-            return
-        last = self.run_dir / "checkpoints" / "last.pt"
-        save_checkpoint(last, self.state_dict())
-        if improved:
-            copy_checkpoint(last, last.with_name("best.pt"))
+        self.save_last()
+        if improved and self.dist.is_main and self.cfg.trainer.checkpoint:
+            copy_checkpoint(self.last_path, self.last_path.with_name("best.pt"))
+
+    def save_last(self) -> None:
+        if self.dist.is_main and self.cfg.trainer.checkpoint:
+            save_checkpoint(self.last_path, self.state_dict())
 
     def state_dict(self) -> dict:
         rng = {"torch": torch.get_rng_state()}
@@ -217,8 +301,10 @@ class Trainer:
             "sparse": self.engine.state_dict(),
             "step": self.step,
             "epoch": self.epoch,
+            "epoch_totals": None if self.totals is None else self.totals.state_dict(),
             "best": self.best,
             "wall_time_s": self.wall_time_s,
+            "mask_checks": self.mask_checks,
             "rng": rng,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
@@ -234,7 +320,10 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.engine.load_state_dict(state["sparse"])
         self.step, self.epoch = state["step"], state["epoch"]
-        self.best, self.wall_time_s = state["best"], state["wall_time_s"]
+        self.best, self.wall_time_s, self.mask_checks = state["best"], state["wall_time_s"], state["mask_checks"]
+        if state["epoch_totals"] is not None:
+            self.totals = EpochTotals(self.device, [])
+            self.totals.load_state_dict(state["epoch_totals"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
@@ -269,26 +358,32 @@ class Trainer:
             "train_flops_ratio": self.train_flops_ratio(),
             "inference_flops_ratio": inference_flops_ratio(self.layer_flops, self.engine.densities),
             "wall_time_s": self.wall_time_s,
-            "world_size": 1,
-            "effective_batch_size": cfg.trainer.batch_size,
+            "world_size": self.dist.world_size,
+            "effective_batch_size": cfg.trainer.batch_size * self.dist.world_size,
+            "mask_checks": self.mask_checks,
             "layers": self.engine.masks.layer_report(),
         }
 
     def run(self) -> dict:
-        """fit() and write summary.json whatever happens."""
+        """fit() and, on rank 0, write summary.json whatever happens."""
         status, error = "failed", None
         try:
-            self.fit()
+            with stop_on_signals() as stop:
+                self.fit(stop)
             status = "completed"
-        except KeyboardInterrupt:
-            status = "interrupted"
+        except (Interrupted, KeyboardInterrupt) as exc:
+            status, error = "interrupted", str(exc) or "KeyboardInterrupt"
             raise
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            summary = self.summary(status, error)
-            write_json(self.run_dir / "summary.json", summary)
+            summary = self.summary(status, error) if self.dist.is_main else {}
+            if self.dist.is_main:
+                write_json(self.run_dir / "summary.json", summary)
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+            distributed.stop(self.dist)
         return summary
 
 

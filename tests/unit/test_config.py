@@ -59,3 +59,14 @@ def test_every_package_ships_in_the_wheel():
     declared = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     on_disk = {".".join(path.parent.relative_to(root).parts) for path in (root / "dst_cli").rglob("__init__.py")}
     assert on_disk | {"dst_cli.conf"} == declared
+
+
+def test_slurm_launcher_preset_extends_submitit(make_cfg):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="dst_cli.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.max_num_timeout, launcher.signal_delay_s) == (1, 5, 120)

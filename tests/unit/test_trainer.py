@@ -111,3 +111,10 @@ def test_grown_weights_get_zeroed_momentum_inside_the_loop(make_cfg, tiny_overri
     assert [int(m.sum()) for m in engine.masks.masks] == counts
     for weight, mask in zip(engine.masks.weights, engine.masks.masks):
         assert torch.all(weight[~mask] == 0)
+
+
+def test_tensorboard_logger_writes_event_files(make_cfg, tiny_overrides, tmp_path):
+    pytest.importorskip("tensorboard")
+    train(make_cfg(*tiny_overrides, "trainer.epochs=1", "logger=tensorboard"), tmp_path)
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0

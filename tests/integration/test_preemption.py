@@ -1,0 +1,108 @@
+"""Stopping and failing cleanly: SIGTERM mid-epoch + resume, non-finite loss, interrupted writes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dst_cli import checkpoint
+from dst_cli.checkpoint import load_checkpoint
+from dst_cli.train import Trainer, train
+
+pytestmark = pytest.mark.slow
+RUN = ("experiment=quickstart", "trainer.epochs=4", "schedule.update_interval=7", "trainer.progress=log")
+
+
+def dst_train_process(*args, cwd):
+    return subprocess.Popen([sys.executable, "-m", "dst_cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def metrics_without_time(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "time/epoch_s"} for row in rows]
+
+
+def test_sigterm_mid_epoch_then_restart_equals_an_uninterrupted_run(tmp_path):
+    straight = dst_train_process(*RUN, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path)
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()
+
+    run_dir = tmp_path / "stopped"
+    process = dst_train_process(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    for line in process.stdout:
+        if "epoch 1/4" in line:
+            process.send_signal(signal.SIGTERM)
+            break
+    output = process.stdout.read()
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM at step" in output
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    steps_per_epoch = 19
+    assert state["step"] % steps_per_epoch != 0 and state["epoch_totals"] is not None  # stopped mid-epoch
+
+    resumed = dst_train_process(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    assert metrics_without_time(run_dir) == metrics_without_time(tmp_path / "straight")
+    a = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    for name, mask in b["sparse"]["masks"].items():
+        assert torch.equal(a["sparse"]["masks"][name], mask)
+        assert torch.equal(a["model"][name], b["model"][name])
+
+
+def test_non_finite_loss_fails_naming_the_step_and_keeps_the_good_checkpoint(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg("experiment=quickstart", "trainer.epochs=3", "trainer.progress=none")
+    original_step = Trainer.train_epoch
+
+    def poison_epoch_two(self, epoch, progress, stop):
+        if epoch == 2:
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))
+        original_step(self, epoch, progress, stop)
+
+    monkeypatch.setattr(Trainer, "train_epoch", poison_epoch_two)
+    with pytest.raises(Exception, match="non-finite at step 20"):
+        train(cfg, tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and "step 20" in summary["error"]
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
+
+
+def test_non_finite_loss_on_the_command_line(tmp_path):
+    process = dst_train_process("experiment=quickstart", "optim.lr=1e30", "trainer.epochs=2",
+                                f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    output = process.stdout.read()
+    assert process.wait(timeout=120) == 1
+    assert "run failed: the training loss became non-finite at step" in output
+    assert "Traceback" not in output
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+
+
+def test_a_crash_while_writing_never_replaces_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    good = {"model": {}, "optimizer": {}, "sparse": {}, "step": 1, "epoch": 1, "config": {}}
+    checkpoint.save_checkpoint(path, good)
+
+    def crash_half_way(obj, target):
+        with open(target, "wb") as file:
+            file.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", crash_half_way)
+    with pytest.raises(OSError):
+        checkpoint.save_checkpoint(path, {**good, "step": 2})
+    assert load_checkpoint(path)["step"] == 1
+
+
+def test_a_truncated_checkpoint_is_named(tmp_path):
+    path = tmp_path / "last.pt"
+    checkpoint.save_checkpoint(path, {"model": {}, "optimizer": {}, "sparse": {}, "step": 1, "epoch": 1, "config": {}})
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(Exception, match="last.pt is not a readable dst-cli checkpoint"):
+        load_checkpoint(path)
