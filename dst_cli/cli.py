@@ -8,8 +8,10 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from dst_cli.callbacks import SweepReport
 from dst_cli.console import print_summary
 from dst_cli.distributed import MasksDiverged, launched_by_torchrun
 from dst_cli.errors import UserError
@@ -27,6 +29,14 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def fail_job(message: str, code: int) -> None:
+    """One run failed: stop a single run; in a sweep, report it and go on with the other jobs."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        print(f"dst-train: job {HydraConfig.get().job.num}: {message}", file=sys.stderr)
+        return
+    fail(message, code)
+
+
 @hydra.main(version_base="1.3", config_path="pkg://dst_cli.conf", config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -36,14 +46,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
     except UserError as error:
         if fresh and int(os.environ.get("RANK", "0")) == 0:  # bad input: leave no half-written run dir
             shutil.rmtree(run_dir, ignore_errors=True)
-        fail(f"error: {error}", 2)
+        return fail_job(f"error: {error}", 2)
     except Interrupted as stopped:
         print(f"dst-train: {stopped}; checkpoint saved, run the same command with hydra.run.dir={run_dir} to resume",
               file=sys.stderr)
         stopped.stop.forward()  # e.g. submitit requeues the job now that the checkpoint is on disk
         sys.exit(128 + (stopped.stop.signum or signal.SIGTERM))
     except (NonFiniteLoss, MasksDiverged) as error:
-        fail(f"run failed: {error} (status 'failed' in {run_dir / 'summary.json'})", 1)
+        return fail_job(f"run failed: {error} (status 'failed' in {run_dir / 'summary.json'})", 1)
     if summary:  # rank 0
         print_summary(summary)
         return summary["best_test_acc"]
@@ -90,3 +100,5 @@ def main() -> None:
     if launched_by_torchrun():
         sys.argv[1:] = torchrun_args(args)
     hydra_main()
+    if SweepReport.unfinished_runs:
+        fail(f"{SweepReport.unfinished_runs} run(s) of the sweep did not complete; report.md in the sweep dir lists them", 1)

@@ -15,7 +15,9 @@ class EpochProgress:
     """Step bar for the current run (bar mode) plus one line per epoch (bar and log modes)."""
 
     def __init__(self, mode: str, total_steps: int, done_steps: int):
-        self.mode = "bar" if mode == "auto" and sys.stdout.isatty() else ("log" if mode == "auto" else mode)
+        if mode == "auto":
+            mode = "bar" if sys.stdout.isatty() else "log"
+        self.mode = mode
         self.progress = None
         if self.mode == "bar":
             self.progress = Progress(
@@ -60,7 +62,6 @@ def print_summary(summary: dict) -> None:
     table.add_column(style="bold")
     table.add_column(justify="right")
     rows = [
-        ("run dir", summary["run_dir"]),
         ("setup", f"{summary['model']} / {summary['dataset']} / acq={summary['acq']} / sparsity={summary['sparsity']:g}"),
         (f"best test acc (by {summary['best_metric']}, epoch {summary['best_epoch']})", percent(summary["best_test_acc"])),
         ("final test acc", percent(summary["final_test_acc"])),
@@ -73,4 +74,6 @@ def print_summary(summary: dict) -> None:
     ]
     for name, value in rows:
         table.add_row(name, value)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(f"run dir: {summary['run_dir']}", soft_wrap=True)

@@ -1,5 +1,11 @@
-import pytest
-from hydra import compose, initialize_config_module
+import os
+
+# One thread per process: on a 2-core machine shared with subprocess tests, two torch threads per process
+# mostly wait on each other (set before torch is imported; subprocesses inherit it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_module  # noqa: E402
 
 
 @pytest.fixture

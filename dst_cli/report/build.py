@@ -56,7 +56,9 @@ def write_plots(runs: list[Run], setups: list[Setup], out_dir: Path) -> list[Pat
     explored_curves = out_dir / "explored_curves.png"
     plot_acc_vs_sparsity(setups, acc_vs_sparsity)
     plot_curves(setups, "test/acc", "test accuracy (%)", "Test accuracy per epoch", test_acc_curves)
-    plot_curves(setups, "mask/explored", "explored weights (%)", "Explored weights per epoch", explored_curves)
+    plot_curves(
+        setups, "mask/explored", "explored (% of prunable weights)", "Explored weights per epoch", explored_curves
+    )
     files = [acc_vs_sparsity, test_acc_curves, explored_curves]
     if len(runs) == 1 and runs[0].summary.get("layers"):
         layer_density = out_dir / "layer_density.png"

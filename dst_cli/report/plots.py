@@ -1,5 +1,6 @@
 """PNG plots of a report, drawn on matplotlib's Agg canvas (no display needed, no pyplot state)."""
 
+import textwrap
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -9,6 +10,10 @@ from dst_cli.report.runs import Run
 from dst_cli.report.tables import Setup, epoch_stats, sparsity_text, summary_stat
 
 PANEL_SIZE = (5.5, 3.8)  # inches
+TITLE_LINE_CHARS = 70  # a longer panel title line is wrapped: it would be cut at the panel's edges
+# (line style, marker) of the n-th acq of a setup: lines that lie on top of each other (SET and random
+# explore alike) stay distinguishable; colours follow matplotlib's cycle in the same order
+ACQ_STYLES = [("-", "o"), ("--", "s"), ("-.", "^"), (":", "v"), ("-", "D"), ("--", "P")]
 
 
 def _panel_grid(rows: int, columns: int, title: str) -> tuple[Figure, list[list]]:
@@ -21,7 +26,7 @@ def plot_acc_vs_sparsity(setups: list[Setup], path: Path) -> None:
     """Best test accuracy against sparsity, one line per acq, error bars = std over seeds."""
     figure, axes = _panel_grid(len(setups), 1, "Best test accuracy vs sparsity")
     for setup, (axis,) in zip(setups, axes):
-        for acq in setup.acqs:
+        for index, acq in enumerate(setup.acqs):
             points = [
                 (sparsity, summary_stat(setup.runs_of(acq, sparsity), "best_test_acc"))
                 for sparsity in setup.sparsities
@@ -31,9 +36,9 @@ def plot_acc_vs_sparsity(setups: list[Setup], path: Path) -> None:
                 [sparsity * 100 for sparsity, _ in points],
                 [stat.mean * 100 for _, stat in points],
                 yerr=[stat.std * 100 for _, stat in points],
-                marker="o",
                 capsize=3,
                 label=acq,
+                **_acq_style(index),
             )
         axis.set_xticks([sparsity * 100 for sparsity in setup.sparsities])
         _label(axis, setup.title, "sparsity (%)", "best test accuracy (%)")
@@ -51,24 +56,30 @@ def plot_curves(setups: list[Setup], metric_key: str, y_label: str, title: str, 
         for axis in row[len(setup.sparsities):]:
             axis.set_visible(False)
         for sparsity, axis in zip(setup.sparsities, row):
-            for acq in setup.acqs:
-                _plot_mean_curve(axis, setup.runs_of(acq, sparsity), metric_key, acq)
+            for index, acq in enumerate(setup.acqs):
+                _plot_mean_curve(axis, setup.runs_of(acq, sparsity), metric_key, acq, _acq_style(index))
             axis.xaxis.set_major_locator(MaxNLocator(integer=True))
             _label(axis, f"{setup.title}\nsparsity {sparsity_text(sparsity)}", "epoch", y_label)
     figure.savefig(path)
 
 
-def _plot_mean_curve(axis, runs: list[Run], metric_key: str, label: str) -> None:
+def _plot_mean_curve(axis, runs: list[Run], metric_key: str, label: str, style: dict) -> None:
     stats = epoch_stats(runs, metric_key)
     epochs = list(stats)
-    line = axis.plot(epochs, [stat.mean * 100 for stat in stats.values()], marker=".", label=label)[0]
+    line = axis.plot(epochs, [stat.mean * 100 for stat in stats.values()], label=label, markersize=3, **style)[0]
+    # the plotted values are shares: the band stops at 0% and 100%
     axis.fill_between(
         epochs,
-        [(stat.mean - stat.std) * 100 for stat in stats.values()],
-        [(stat.mean + stat.std) * 100 for stat in stats.values()],
+        [max(stat.mean - stat.std, 0.0) * 100 for stat in stats.values()],
+        [min(stat.mean + stat.std, 1.0) * 100 for stat in stats.values()],
         color=line.get_color(),
         alpha=0.2,
     )
+
+
+def _acq_style(index: int) -> dict:
+    linestyle, marker = ACQ_STYLES[index % len(ACQ_STYLES)]
+    return {"color": f"C{index % 10}", "linestyle": linestyle, "marker": marker}
 
 
 def plot_layer_density(run: Run, path: Path) -> None:
@@ -103,7 +114,8 @@ def plot_layer_density(run: Run, path: Path) -> None:
 
 
 def _label(axis, title: str, x_label: str, y_label: str) -> None:
-    axis.set_title(title, fontsize=9)
+    wrapped = "\n".join(textwrap.fill(line, TITLE_LINE_CHARS) for line in title.split("\n"))
+    axis.set_title(wrapped, fontsize=9)
     axis.set_xlabel(x_label)
     axis.set_ylabel(y_label)
     axis.grid(alpha=0.3)

@@ -1,6 +1,5 @@
 """The data layer: splits, deterministic batching (resume, ranks), augmentation, file formats, errors."""
 
-import pickle
 from pathlib import Path
 from urllib.error import URLError
 
@@ -15,6 +14,8 @@ from dst_cli.data.digits import split_sizes, stratified_split
 from dst_cli.data.sampling import BatchPlan, epoch_permutation
 from dst_cli.data.transforms import CropFlip, ResizedCropFlip
 from dst_cli.errors import UserError
+
+from fakes import fake_cifar_images, write_fake_cifar10, write_fake_cifar100, write_fake_image_folder
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "dataset"
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -224,39 +225,6 @@ def test_synthetic_is_learnable_by_nearest_class_mean():
 # ---------------------------------------------------------------- CIFAR from fake files in the real format
 
 
-def fake_cifar_images(count: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=(count, 3072), dtype=np.uint8)
-
-
-def write_pickle(path: Path, content: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps(content))
-
-
-def write_fake_cifar10(root: Path, per_file: int = 8, test_count: int = 10) -> None:
-    """5 training batches of `per_file` images + a test batch, labels i % 10, as in the python version."""
-    folder = root / "cifar-10-batches-py"
-    for i in range(1, 6):
-        labels = [(j + i) % 10 for j in range(per_file)]
-        batch = {"batch_label": f"training batch {i} of 5", "labels": labels, "data": fake_cifar_images(per_file, i)}
-        write_pickle(folder / f"data_batch_{i}", batch)
-    labels = [j % 10 for j in range(test_count)]
-    batch = {"batch_label": "testing batch 1 of 1", "labels": labels, "data": fake_cifar_images(test_count, 0)}
-    write_pickle(folder / "test_batch", batch)
-    write_pickle(folder / "batches.meta", {"label_names": [f"class{c}" for c in range(10)], "num_vis": 3072})
-
-
-def write_fake_cifar100(root: Path, train_count: int = 40, test_count: int = 10) -> None:
-    folder = root / "cifar-100-python"
-    for name, count, seed in [("train", train_count, 1), ("test", test_count, 0)]:
-        fine = [(7 * j) % 100 for j in range(count)]
-        coarse = [f // 5 for f in fine]
-        content = {"fine_labels": fine, "coarse_labels": coarse, "data": fake_cifar_images(count, seed)}
-        write_pickle(folder / name, content)
-    names = {"fine_label_names": [f"f{c}" for c in range(100)], "coarse_label_names": [f"c{c}" for c in range(20)]}
-    write_pickle(folder / "meta", names)
-
-
 def cifar_cfg(name: str, root: Path, **overrides):
     return dataset_cfg(name, **{"root": str(root), "download": False, "num_workers": 0, **overrides})
 
@@ -411,20 +379,6 @@ def test_resized_crop_boxes_fit_the_image_and_fall_back_to_a_central_crop():
 
 
 # ---------------------------------------------------------------- ImageNet-style folder
-
-
-def write_fake_image_folder(root: Path) -> None:
-    """train: 3 images per class (PNG, odd sizes); val: 2 per class (JPEG)."""
-    colours = {"cat": (200, 30, 30), "dog": (30, 30, 200)}
-    for class_name, colour in colours.items():
-        for i, size in enumerate([(40, 30), (25, 50), (64, 64)]):
-            path = root / "train" / class_name / f"{i}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", size, colour).save(path)
-        for i in range(2):
-            path = root / "val" / class_name / f"{i}.jpg"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (30, 20), colour).save(path)
 
 
 def test_image_folder_through_build_data(tmp_path):

@@ -41,6 +41,7 @@ def test_update_invariants(acq_name, sparsity, shape, optimizer_name):
     k = min(round(drop_fraction * count), weight.numel() - count) if acq.updates_topology else 0
     # exactly k dropped and k grown (a just-dropped weight regrown would make both counts smaller)
     assert int(after.sum()) == count
+    assert torch.equal(masks.multipliers[0], after.float())
     assert int(dropped.sum()) == k
     assert int(grown.sum()) == k
     # grown weights start at zero with zeroed optimizer state; so do dropped weights' values

@@ -1,0 +1,373 @@
+"""Time training steps of dense vs dynamic sparse training, through the code the trainer runs.
+
+Every method gets its own model, optimizer and (sparse methods) SparseEngine, built as dst-train builds them,
+and trains on one fixed synthetic batch with dst_cli.train.train_step. Two costs are measured apart:
+
+  step:   a regular training step (forward, backward, optimizer step, zeroing the inactive weights);
+  update: one mask update (engine.before_optimizer_step at an update step: drop and grow in every layer),
+          on the gradients of the step before it.
+The share of a sparse step that dense training does not do, zeroing the inactive weights after the
+optimizer step (engine.after_optimizer_step), is also timed on its own ("apply").
+
+amortised = step + update / update_interval. Methods are timed in alternating blocks (the order rotates
+every block) and each time is the median over blocks. The ratio to dense pairs each block's step time with
+the dense step time of the same block (the median of these step ratios) and adds the update's share,
+median update / update_interval / median dense step, so that the drift of a shared machine cancels out.
+CUDA is synchronised only around the timed regions.
+
+Peak memory of a method is measured while it is built and warmed up, the other methods idle:
+CUDA: torch.cuda.max_memory_allocated above what was allocated before;
+CPU (Linux): the peak resident set size (VmHWM) above the resident size before, after returning freed heap
+memory to the system (malloc_trim) and resetting the peak (/proc/self/clear_refs). With --compile on CPU
+this includes the compiler's own memory.
+
+Sparse training here is a dense computation on masked weights (no sparse kernels): a ratio of 1 means
+"no overhead over dense training", not "faster than dense".
+
+    python scripts/bench.py --model vgg19 --width 0.25 --batch-size 64 --out bench.json
+"""
+import argparse
+import ctypes
+import importlib.resources
+import json
+import platform
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from dst_cli.errors import UserError
+from dst_cli.models import MODELS, build_model
+from dst_cli.optim import build_optimizer
+from dst_cli.sparse.acquisition import ACQUISITIONS, build_acquisition
+from dst_cli.sparse.engine import SparseEngine
+from dst_cli.sparse.schedule import UpdateSchedule
+from dst_cli.train import resolve_device, resolve_switch, train_step
+
+DENSE = "dense"
+# The benchmark's schedule runs this many update intervals, so every measured update is near its start
+# (drop fraction ~0.5, the largest, as in the first updates of a real run).
+SCHEDULE_LENGTH_IN_UPDATES = 10_000
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Time dense vs sparse training steps (dst_cli's train_step + SparseEngine) on synthetic "
+        "batches; print a table and optionally write JSON.",
+        epilog="Example: python scripts/bench.py --model vgg19 --width 0.25 --batch-size 64 --out bench.json",
+    )
+    parser.add_argument("--model", default="vgg19", choices=sorted(MODELS), help="model (default: vgg19)")
+    parser.add_argument("--width", type=float, default=1.0, help="channel width factor (default: 1.0)")
+    parser.add_argument("--batch-size", type=int, default=128, help="training batch size (default: 128)")
+    parser.add_argument("--input-shape", type=int, nargs=3, default=[3, 32, 32], metavar=("C", "H", "W"),
+                        help="shape of one input (default: 3 32 32)")
+    parser.add_argument("--num-classes", type=int, default=10, help="number of classes (default: 10)")
+    parser.add_argument("--methods", nargs="+", default=["ee", "rigl", "set", "random"],
+                        choices=sorted(ACQUISITIONS),
+                        help="sparse methods timed against dense (default: ee rigl set random)")
+    parser.add_argument("--sparsity", type=float, default=0.98, help="sparsity, ERK-distributed (default: 0.98)")
+    parser.add_argument("--update-interval", type=int, default=100,
+                        help="steps between mask updates, for the amortised cost (default: 100)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: CUDA when present (default: auto)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast (default: on for CUDA, off for CPU, as dst-train)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="channels_last memory format (default: on for CUDA, off for CPU, as dst-train)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (default: off)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="untimed steps per method before timing, plus one untimed update (default: 5)")
+    parser.add_argument("--blocks", type=int, default=10, help="timed blocks per method (default: 10)")
+    parser.add_argument("--block-steps", type=int, default=5,
+                        help="regular steps per block, then one update (default: 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the models, masks and batch (default: 0)")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON to this file")
+    return parser.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    positive = {"--width": args.width, "--batch-size": args.batch_size, "--num-classes": args.num_classes,
+                "--blocks": args.blocks, "--block-steps": args.block_steps}
+    for flag, value in positive.items():
+        if value <= 0:
+            raise UserError(f"{flag}={value} is invalid; allowed: a number > 0")
+    if args.update_interval < 2:
+        raise UserError(f"--update-interval={args.update_interval} is invalid; allowed: an integer >= 2")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads={args.threads} is invalid; allowed: an integer >= 1")
+    if args.warmup < 1:
+        raise UserError(f"--warmup={args.warmup} is invalid; allowed: an integer >= 1")
+    if not 0 <= args.sparsity < 1:
+        raise UserError(f"--sparsity={args.sparsity} is invalid; allowed: a number in [0, 1)")
+
+
+def load_conf(group: str, name: str) -> dict:
+    """conf/<group>/<name>.yaml as dst-train ships it, so the benchmark uses the trainer's defaults."""
+    path = importlib.resources.files("dst_cli.conf").joinpath(group, f"{name}.yaml")
+    return OmegaConf.to_container(OmegaConf.load(str(path)))
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Settings:
+    """What every method shares: device, numerics and the synthetic batch."""
+
+    device: torch.device
+    bf16: bool
+    memory_format: torch.memory_format
+    compile: bool
+    inputs: torch.Tensor
+    targets: torch.Tensor
+
+
+@dataclass
+class Runner:
+    """One method's model, optimizer and engine (None: dense), and its measurements."""
+
+    method: str
+    forward_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+    engine: SparseEngine | None
+    update_interval: int
+    updates_done: int = 0
+    step_seconds: list[float] = field(default_factory=list)  # per block: mean seconds of a regular step
+    update_seconds: list[float] = field(default_factory=list)  # per block: seconds of one update
+    apply_seconds: list[float] = field(default_factory=list)  # per block: seconds of one mask apply
+    peak_memory_bytes: int | None = None
+
+    def regular_steps(self, settings: Settings, count: int) -> None:
+        # The step number matters only on update steps; 1 never is one (the interval is at least 2).
+        for _ in range(count):
+            train_step(self.forward_model, self.criterion, self.optimizer, self.engine,
+                       settings.inputs, settings.targets, step=1, bf16=settings.bf16)
+
+    def update(self) -> None:
+        """One mask update at the next update step, on the gradients left by the last regular step."""
+        self.updates_done += 1
+        self.engine.before_optimizer_step(self.updates_done * self.update_interval)
+
+
+def build_runner(method: str, args: argparse.Namespace, settings: Settings) -> Runner:
+    torch.manual_seed(args.seed)  # every method starts from the same weights
+    model = build_model(args.model, args.num_classes, tuple(args.input_shape), args.width)
+    model = model.to(settings.device, memory_format=settings.memory_format)
+    optimizer = build_optimizer(load_conf("optim", "sgd"), model)
+    engine = None
+    if method != DENSE:
+        schedule_options = {key: value for key, value in load_conf("schedule", "itop").items() if key != "name"}
+        schedule_options["update_interval"] = args.update_interval
+        total_steps = args.update_interval * SCHEDULE_LENGTH_IN_UPDATES
+        schedule = UpdateSchedule(**schedule_options, total_steps=total_steps)
+        generator = torch.Generator(settings.device).manual_seed(args.seed)
+        acq_options = {key: value for key, value in load_conf("acq", method).items() if key != "name"}
+        acq = build_acquisition(method, generator, **acq_options)
+        engine = SparseEngine(model, optimizer, args.sparsity, "erk", schedule, acq, generator)
+    forward_model = torch.compile(model) if settings.compile else model
+    return Runner(method, forward_model, optimizer, nn.CrossEntropyLoss(), engine, args.update_interval)
+
+
+def warm_up(runner: Runner, settings: Settings, steps: int) -> None:
+    runner.regular_steps(settings, steps)
+    if runner.engine is not None:
+        runner.update()
+        runner.regular_steps(settings, 1)
+    synchronize(settings.device)
+
+
+def status_kb(key: str) -> int:
+    """A memory figure of this process from /proc/self/status (Linux), in kB."""
+    with open("/proc/self/status") as file:
+        return int(re.search(rf"^{key}:\s+(\d+) kB", file.read(), re.MULTILINE).group(1))
+
+
+def release_free_heap() -> None:
+    """Hand freed heap memory back to the system (glibc), so that its reuse shows up as RSS growth."""
+    malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if malloc_trim is not None:
+        malloc_trim(0)
+
+
+class PeakMemory:
+    """Peak memory used above the level at entry, while the block runs; `bytes` is None where unsupported."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.bytes: int | None = None
+
+    @staticmethod
+    def description(device: torch.device) -> str | None:
+        if device.type == "cuda":
+            return "torch.cuda.max_memory_allocated above the allocation before the method was built"
+        if Path("/proc/self/clear_refs").exists():
+            return "peak RSS (VmHWM) above the RSS before the method was built, after malloc_trim"
+        return None
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+        elif self.description(self.device) is not None:
+            release_free_heap()
+            Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS to the current RSS
+            self.start = status_kb("VmRSS") * 1024
+        return self
+
+    def __exit__(self, *exc) -> None:
+        synchronize(self.device)
+        if self.device.type == "cuda":
+            self.bytes = torch.cuda.max_memory_allocated(self.device) - self.start
+        elif self.description(self.device) is not None:
+            self.bytes = status_kb("VmHWM") * 1024 - self.start
+
+
+def prepare(args: argparse.Namespace) -> tuple[Settings, list[Runner]]:
+    """Build and warm up every method (measuring its peak memory), after a throwaway warm-up of the libraries."""
+    device = resolve_device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    generator = torch.Generator().manual_seed(args.seed)
+    settings = Settings(
+        device=device,
+        bf16=resolve_switch("auto" if args.bf16 is None else args.bf16, device),
+        memory_format=torch.channels_last
+        if resolve_switch("auto" if args.channels_last is None else args.channels_last, device)
+        else torch.contiguous_format,
+        compile=args.compile,
+        inputs=torch.randn((args.batch_size, *args.input_shape), generator=generator).to(device),
+        targets=torch.randint(0, args.num_classes, (args.batch_size,), generator=generator).to(device),
+    )
+    settings.inputs = settings.inputs.contiguous(memory_format=settings.memory_format)
+    # One-time costs (library initialisation, workspaces) would otherwise land on the first method measured.
+    warm_up(build_runner(DENSE, args, replace(settings, compile=False)), settings, 2)
+    runners = []
+    for method in [DENSE, *args.methods]:
+        with PeakMemory(device) as peak:
+            runner = build_runner(method, args, settings)
+            warm_up(runner, settings, args.warmup)
+        runner.peak_memory_bytes = peak.bytes
+        runners.append(runner)
+    return settings, runners
+
+
+def timed(action, device: torch.device) -> float:
+    synchronize(device)
+    started = time.perf_counter()
+    action()
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def measure(runners: list[Runner], settings: Settings, blocks: int, block_steps: int) -> None:
+    """Alternating blocks: every method runs `block_steps` regular steps and one update per block."""
+    for block in range(blocks):
+        shift = block % len(runners)
+        for runner in runners[shift:] + runners[:shift]:
+            seconds = timed(lambda: runner.regular_steps(settings, block_steps), settings.device)
+            runner.step_seconds.append(seconds / block_steps)
+            if runner.engine is not None:
+                runner.update_seconds.append(timed(runner.update, settings.device))
+                runner.apply_seconds.append(timed(runner.engine.after_optimizer_step, settings.device))
+
+
+def results(runners: list[Runner]) -> list[dict]:
+    dense = runners[0]
+    dense_step = statistics.median(dense.step_seconds)
+    rows = []
+    for runner in runners:
+        step = statistics.median(runner.step_seconds)
+        update = statistics.median(runner.update_seconds) if runner.update_seconds else 0.0
+        step_ratio = statistics.median(s / d for s, d in zip(runner.step_seconds, dense.step_seconds))
+        rows.append({
+            "method": runner.method,
+            "step_ms": 1e3 * step,
+            "update_ms": 1e3 * update if runner.update_seconds else None,
+            "apply_ms": 1e3 * statistics.median(runner.apply_seconds) if runner.apply_seconds else None,
+            "amortised_ms": 1e3 * (step + update / runner.update_interval),
+            "step_ratio": step_ratio,
+            "ratio": step_ratio + update / runner.update_interval / dense_step,
+            "peak_memory_mb": None if runner.peak_memory_bytes is None else runner.peak_memory_bytes / 2**20,
+            "block_step_ms": [1e3 * seconds for seconds in runner.step_seconds],
+        })
+    return rows
+
+
+def machine(device: torch.device) -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu": cpu_model()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as file:
+            match = re.search(r"^model name\s*:\s*(.+)$", file.read(), re.MULTILINE)
+        return match.group(1) if match else platform.processor()
+    except OSError:
+        return platform.processor()
+
+
+def print_table(report: dict) -> None:
+    settings = report["settings"]
+    title = (f"{settings['model']} x{settings['width']:g}, batch {settings['batch_size']}, "
+             f"{'x'.join(map(str, settings['input_shape']))}, sparsity {settings['sparsity']:g}, "
+             f"update every {settings['update_interval']} steps, {settings['device']}")
+    caption = "times in ms, medians over blocks; ratio = amortised step / dense step (paired by block)"
+    table = Table(title=title, caption=caption)
+    for column in ("method", "step", "apply", "update", "amortised", "step ratio", "ratio", "peak MB"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    number = lambda value, digits: "-" if value is None else f"{value:.{digits}f}"
+    for row in report["results"]:
+        table.add_row(row["method"], number(row["step_ms"], 2), number(row["apply_ms"], 2),
+                      number(row["update_ms"], 2), number(row["amortised_ms"], 2), number(row["step_ratio"], 3),
+                      number(row["ratio"], 3), number(row["peak_memory_mb"], 1))
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    check_args(args)
+    settings, runners = prepare(args)
+    measure(runners, settings, args.blocks, args.block_steps)
+    report = {
+        "settings": {
+            "model": args.model, "width": args.width, "batch_size": args.batch_size,
+            "input_shape": list(args.input_shape), "num_classes": args.num_classes, "sparsity": args.sparsity,
+            "distribution": "erk", "update_interval": args.update_interval, "device": str(settings.device),
+            "bf16": settings.bf16, "channels_last": settings.memory_format == torch.channels_last,
+            "compile": args.compile, "warmup": args.warmup, "blocks": args.blocks, "block_steps": args.block_steps,
+            "seed": args.seed,
+        },
+        "machine": machine(settings.device),
+        "memory_measure": PeakMemory.description(settings.device),
+        "results": results(runners),
+    }
+    print_table(report)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as error:
+        print(f"bench: error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,99 @@
+"""Every paper preset in conf/experiment/ composes and trains a few steps on fake data in the real formats."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from dst_cli.models import build_model
+from dst_cli.train import train
+
+from fakes import write_fake_cifar10, write_fake_cifar100, write_fake_image_folder
+
+pytestmark = pytest.mark.slow
+
+EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "conf" / "experiment"
+PRESETS = sorted(path.stem for path in EXPERIMENT_DIR.glob("*.yaml") if path.stem != "quickstart")
+
+# preset -> (model, dataset, number of classes of the real dataset)
+SETUPS = {
+    "vgg19_cifar10": ("vgg19", "cifar10", 10),
+    "vgg19_cifar100": ("vgg19", "cifar100", 100),
+    "resnet50_cifar10": ("resnet50", "cifar10", 10),
+    "resnet50_cifar100": ("resnet50", "cifar100", 100),
+    "resnet50_imagenet": ("resnet50_imagenet", "imagenet", 1000),
+}
+# Parameter counts at full width for the class counts that tests/unit/test_models.py does not pin
+# (it pins VGG-19 and CIFAR ResNet-50 for 10 classes and derives torchvision's 25,557,032 for 1000):
+# only the classifier changes, e.g. VGG-19: 20,035,018 - (512 + 1) * 10 + (512 + 1) * 100.
+PARAMETERS = {
+    ("vgg19", 100): 20_081_188,
+    ("resnet50", 100): 23_705_252,
+    ("resnet50_imagenet", 1000): 25_557_032,
+}
+FAKE_WRITERS = {"cifar10": write_fake_cifar10, "cifar100": write_fake_cifar100, "imagenet": write_fake_image_folder}
+# A few cheap steps: 40 fake CIFAR images in batches of 8 (5 steps), 6 fake ImageNet images of 32x32 in
+# batches of 2 (3 steps); a mask update every 2 steps.
+QUICK = ("trainer.epochs=1", "trainer.progress=none", "trainer.checkpoint=false", "schedule.update_interval=2")
+QUICK_FOR_DATASET = {
+    "cifar10": ("trainer.batch_size=8", "dataset.download=false", "model.width=0.125"),
+    "cifar100": ("trainer.batch_size=8", "dataset.download=false", "model.width=0.125"),
+    "imagenet": ("trainer.batch_size=2", "dataset.num_workers=0", "dataset.crop_size=32", "dataset.resize_size=36"),
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These steps are tiny: on one thread they skip the threads' hand-offs (slow on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_every_preset_is_known_here():
+    assert set(PRESETS) == set(SETUPS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_header_gives_the_command_that_runs_it(preset):
+    lines = (EXPERIMENT_DIR / f"{preset}.yaml").read_text().splitlines()
+    header = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
+    assert header[0] == "# @package _global_"
+    assert any(line.startswith(f"# dst-train experiment={preset}") for line in header)
+    text = " ".join(line.lstrip("# ") for line in header)
+    assert "Huang et al." in text  # the paper; and where the numbers come from:
+    assert "github.com/" in text or "the recipe of vgg19_cifar10 (see there" in text
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_trains_on_fake_data_at_its_sparsity(preset, make_cfg, tmp_path):
+    model_name, dataset, _ = SETUPS[preset]
+    FAKE_WRITERS[dataset](tmp_path / "data")
+    cfg = make_cfg(f"experiment={preset}", f"dataset.root={tmp_path / 'data'}", *QUICK, *QUICK_FOR_DATASET[dataset])
+    summary = train(cfg, tmp_path / "run")
+    assert summary["status"] == "completed"
+    assert (summary["model"], summary["dataset"]) == (model_name, dataset)
+    assert summary["steps"] == (3 if dataset == "imagenet" else 5)
+    assert summary["density"] == pytest.approx(1 - cfg.sparsity, abs=1e-3)
+    assert summary["explored"] > 1.1 * summary["density"]  # the mask updates replaced weights
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_model_at_full_width_has_the_published_size(preset, make_cfg):
+    model_name, _, num_classes = SETUPS[preset]
+    cfg = make_cfg(f"experiment={preset}")
+    assert cfg.model.name == model_name and cfg.model.get("width", 1.0) == 1.0
+    if (model_name, num_classes) in PARAMETERS:
+        model = build_model(**cfg.model, num_classes=num_classes, input_shape=(3, 32, 32))
+        assert sum(p.numel() for p in model.parameters()) == PARAMETERS[model_name, num_classes]
+
+
+def test_cifar_presets_share_the_vgg19_cifar10_recipe_and_sparsity_stays_overridable(make_cfg):
+    recipe_keys = ("sparsity", "distribution", "trainer", "schedule", "optim", "acq")
+    reference = make_cfg("experiment=vgg19_cifar10")
+    assert (reference.trainer.epochs, reference.trainer.batch_size, reference.optim.nesterov) == (160, 128, True)
+    for preset in ("vgg19_cifar100", "resnet50_cifar10", "resnet50_cifar100"):
+        cfg = make_cfg(f"experiment={preset}")
+        assert all(cfg[key] == reference[key] for key in recipe_keys), preset
+    for preset in PRESETS:
+        assert make_cfg(f"experiment={preset}", "sparsity=0.95").sparsity == 0.95

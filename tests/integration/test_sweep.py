@@ -1,0 +1,130 @@
+"""A tiny sweep as a user runs it (dst-train -m, then dst-report), end to end in subprocesses."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TINY_SWEEP = (
+    "experiment=quickstart", "acq=ee,rigl", "sparsity=0.9,0.95",
+    "trainer.epochs=2", "trainer.progress=none", "schedule.update_interval=5",
+)
+REPORT_FILES = ["summary.csv", "report.md", "acc_vs_sparsity.png", "test_acc_curves.png", "explored_curves.png"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+NUMBER_COLUMNS = ("sparsity", "best_test_acc", "final_test_acc", "explored", "train_flops_ratio",
+                  "inference_flops_ratio", "wall_time_s")
+TEXT_COLUMNS = ("model", "dataset", "acq", "distribution", "schedule", "status")
+
+
+def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    # one thread per process: tiny models gain nothing from more, and shared CPUs lose a lot
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def dst_report(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    # the console script installed next to this interpreter, as a user calls it
+    return run([str(Path(sys.executable).with_name("dst-report")), *args], cwd)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory) -> Path:
+    """The 2 acq x 2 sparsity sweep, run once; tests that change it work on a copy."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    sweep_dir = cwd / "multirun"
+    run([sys.executable, "-m", "dst_cli", "-m", *TINY_SWEEP, f"hydra.sweep.dir={sweep_dir}"], cwd)
+    return sweep_dir
+
+
+def test_sweep_writes_the_report_and_the_csv_holds_each_runs_summary(sweep_dir):
+    for name in REPORT_FILES:
+        assert (sweep_dir / name).is_file(), name
+    for name in REPORT_FILES[2:]:
+        assert (sweep_dir / name).read_bytes().startswith(PNG_SIGNATURE), name
+
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert [Path(row["run_dir"]) for row in rows] == [(sweep_dir / str(job)).resolve() for job in range(4)]
+    assert [(row["acq"], row["sparsity"]) for row in rows] == [
+        ("ee", "0.9"), ("ee", "0.95"), ("rigl", "0.9"), ("rigl", "0.95"),
+    ]
+    for row in rows:
+        summary = read_summary(Path(row["run_dir"]))
+        assert summary["status"] == "completed"
+        for column in NUMBER_COLUMNS:
+            assert float(row[column]) == summary[column], column
+        for column in TEXT_COLUMNS:
+            assert row[column] == summary[column], column
+        assert int(row["seed"]) == summary["seed"]
+
+
+def test_report_tables_show_each_runs_best_accuracy(sweep_dir):
+    markdown = (sweep_dir / "report.md").read_text()
+    assert "4 runs: 4 completed." in markdown
+    table = markdown.split("### Best test accuracy (%)")[1].split("###")[0]
+    for acq in ("ee", "rigl"):
+        accuracies = [
+            read_summary(sweep_dir / str(job))["best_test_acc"]
+            for job, row in enumerate(read_csv(sweep_dir / "summary.csv")) if row["acq"] == acq
+        ]
+        cells = " | ".join(f"{accuracy * 100:.2f} ± 0.00 (1)" for accuracy in accuracies)
+        assert f"| {acq} | {cells} |" in table.replace("**", "")
+
+
+def test_dst_report_out_rebuilds_the_same_files(sweep_dir, tmp_path):
+    out_dir = tmp_path / "rebuilt"
+    result = dst_report(str(sweep_dir), "--out", str(out_dir), cwd=tmp_path)
+    assert "Best test accuracy (%)" in result.stdout
+    assert sorted(path.name for path in out_dir.iterdir()) == sorted(REPORT_FILES)
+    for name in REPORT_FILES:
+        assert (out_dir / name).read_bytes() == (sweep_dir / name).read_bytes(), name
+
+
+def test_dst_report_lists_a_failed_run_and_a_run_without_summary(sweep_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(sweep_dir, broken)
+    summary = read_summary(broken / "0")
+    summary.update(status="failed", error="RuntimeError: out of memory")
+    (broken / "0" / "summary.json").write_text(json.dumps(summary))
+    (broken / "3" / "summary.json").unlink()
+
+    dst_report(str(broken), cwd=tmp_path)
+    markdown = (broken / "report.md").read_text()
+    assert "4 runs: 1 failed, 2 completed, 1 no summary." in markdown
+    listed = markdown.split("## Runs that did not complete")[1]
+    assert "| 0 | ee | 0.9 | 0 | failed | 2/2 | RuntimeError: out of memory |" in listed
+    assert "| 3 | rigl | 0.95 | 0 | no summary | 2 | no summary.json" in listed
+    accuracy = markdown.split("### Best test accuracy (%)")[1].split("###")[0]
+    assert "| ee | – |" in accuracy  # the failed run is listed, not averaged
+    statuses = [row["status"] for row in read_csv(broken / "summary.csv")]
+    assert statuses == ["failed", "completed", "completed", "no summary"]
+
+
+def test_a_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = subprocess.run(
+        [sys.executable, "-m", "dst_cli", "-m", "experiment=quickstart", "optim.lr=1e30,0.05", "trainer.epochs=1",
+         f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    assert "job 0: run failed: the training loss became non-finite at step" in result.stderr
+    assert "1 run(s) of the sweep did not complete" in result.stderr
+    statuses = [json.loads((sweep_dir / job / "summary.json").read_text())["status"] for job in ("0", "1")]
+    assert statuses == ["failed", "completed"]
+    assert "failed" in (sweep_dir / "report.md").read_text()
