@@ -1,28 +1,66 @@
 """Checkpoints: plain dicts of tensors and Python values, written atomically, loaded with weights_only."""
-import os
-import shutil
+import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from dst_cli.errors import UserError
+from dst_cli.rundir import RunDir, write_atomic
 
 VERSION = 1
 REQUIRED_KEYS = ("version", "model", "optimizer", "sparse", "step", "epoch", "config")
 
 
+class NonFiniteState(Exception):
+    """The state to checkpoint holds inf/NaN (weights, BatchNorm statistics, optimizer buffers)."""
+
+
+def floating_tensors(state, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """(dotted key, tensor) for every floating-point tensor nested in dicts, lists and tuples."""
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() or state.is_complex():
+            yield prefix, state
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            yield from floating_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(state, (list, tuple)):
+        for index, value in enumerate(state):
+            yield from floating_tensors(value, f"{prefix}.{index}" if prefix else str(index))
+
+
+def non_finite_keys(state: dict) -> list[str]:
+    """Keys of the tensors holding inf or NaN; empty when the whole state is finite (one sync per device)."""
+    keys_by_device: dict[torch.device, list[str]] = {}
+    flags_by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for key, tensor in floating_tensors(state):
+        keys_by_device.setdefault(tensor.device, []).append(key)
+        flags_by_device.setdefault(tensor.device, []).append(torch.isfinite(tensor).all())
+    bad = []
+    for device, flags in flags_by_device.items():
+        finite = torch.stack(flags).tolist()
+        bad += [key for key, ok in zip(keys_by_device[device], finite) if not ok]
+    return bad
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write to a temporary file and rename, so a crash never leaves a partial `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"version": VERSION, **state}, tmp)
-    os.replace(tmp, path)
+    """Write `path` whole or not at all; the previous file stays on any failure.
+
+    Refuses a non-finite state (NonFiniteState), so last.pt is always a state training can go on from.
+    A full disk or read-only folder raises WriteFailed naming `path`, with no temporary file left. The state
+    is serialised in memory first, because torch.save reports a failed file write as an opaque RuntimeError.
+    """
+    bad = non_finite_keys(state)
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise NonFiniteState(f"{bad[0]}{more} not finite; kept the previous {path.name}")
+    buffer = io.BytesIO()
+    torch.save({"version": VERSION, **state}, buffer)
+    write_atomic(path, buffer.getbuffer())
 
 
 def copy_checkpoint(src: Path, dst: Path) -> None:
-    tmp = dst.with_suffix(dst.suffix + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    write_atomic(dst, src.read_bytes())
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
@@ -40,5 +78,5 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
-    path = run_dir / "checkpoints" / "last.pt"
+    path = RunDir(run_dir).last_checkpoint
     return path if path.exists() else None

@@ -1,4 +1,4 @@
-"""Run files: metrics.jsonl (one JSON object per epoch) and summary.json (written atomically)."""
+"""Run files: metrics.jsonl (one JSON object per epoch, append-only) and summary.json (atomic)."""
 import json
 import math
 import os
@@ -6,31 +6,97 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dst_cli.errors import UserError
+from dst_cli.rundir import WriteFailed, fsync_dir, write_all, write_atomic
 
 
 def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode())
+
+
+def save_summary(path: Path, summary: dict) -> str | None:
+    """Write summary.json if at all possible; return None, or the one-line reason it could not be written.
+
+    On a full disk the atomic write needs room for a second copy; overwriting the old file in place frees its
+    blocks first, so the run's status still gets recorded (a kill during that write can tear it, which
+    dst-report lists as unreadable: better than no status at all).
+    """
+    try:
+        write_json(path, summary)
+        return None
+    except WriteFailed as atomic_failure:
+        try:
+            path.write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
+            return None
+        except OSError:
+            return str(atomic_failure)
+
+
+def read_rows(path: Path, keep_epochs: int) -> tuple[list[dict], int]:
+    """The rows of epochs <= keep_epochs and the byte offset where they end.
+
+    A last line that is torn (no newline, or not a JSON object) ends the valid rows; a bad line followed by
+    more lines is not a crash artefact, so it is an error rather than silently dropped.
+    """
+    data = path.read_bytes() if path.exists() else b""
+    *lines, tail = data.split(b"\n")  # tail: the bytes after the last newline (a torn line, or b"")
+    rows, end = [], 0
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                    raise ValueError("not an object with an integer 'epoch'")
+            except ValueError:
+                if number == len(lines) and not tail:
+                    break  # the last line: torn by a crash
+                raise UserError(f"{path} line {number} is not a metrics row; fix or remove that line") from None
+            if row["epoch"] > keep_epochs:
+                break
+            rows.append(row)
+        end += len(line) + 1
+    return rows, end
 
 
 class MetricsLog:
-    """Appends one line per epoch; on resume drops lines of epochs the checkpoint does not cover."""
+    """metrics.jsonl, only ever appended to and, on resume, truncated: never rewritten.
+
+    Each row is one os.write of the whole line (O_APPEND), then fsync: the row of epoch e is on disk before
+    the checkpoint of epoch e is renamed into place, so no kill or power loss at any moment leaves a
+    checkpoint covering an epoch whose row is gone. On resume, rows past the checkpoint's epoch and a torn
+    last line are cut off with ftruncate at the end of the last kept row (same inode, earlier bytes untouched).
+    """
 
     def __init__(self, path: Path, keep_epochs: int):
         self.path = path
-        self.rows = [row for row in self._read() if row["epoch"] <= keep_epochs]
-        self.path.write_text("".join(json.dumps(row) + "\n" for row in self.rows))
-
-    def _read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        self.rows, end = read_rows(path, keep_epochs)
+        try:
+            created = not path.exists()
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if created:
+                fsync_dir(path.parent)
+            if os.fstat(self.fd).st_size > end:
+                os.ftruncate(self.fd, end)
+                os.fsync(self.fd)
+        except OSError as error:
+            raise WriteFailed(path, error) from None
 
     def append(self, row: dict) -> None:
+        """Append one row; on failure (disk full) cut back to the previous end so no torn line stays."""
+        line = (json.dumps(row) + "\n").encode()
+        end = os.fstat(self.fd).st_size
+        try:
+            write_all(self.fd, line)
+            os.fsync(self.fd)
+        except OSError as error:
+            try:
+                os.ftruncate(self.fd, end)
+            except OSError:
+                pass  # resume drops a torn last line anyway
+            raise WriteFailed(self.path, error) from None
         self.rows.append(row)
-        with self.path.open("a") as file:
-            file.write(json.dumps(row) + "\n")
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def finite_or_none(value: float | None) -> float | None:

@@ -4,9 +4,11 @@ flag that the training loop checks at the next step boundary, where it saves a c
 A handler that was installed before ours (e.g. submitit's, which requeues a SLURM job on its time-limit
 signal) is called after our checkpoint is safely written: `StopRequest.forward()`.
 """
+import shlex
 import signal
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 
@@ -49,3 +51,19 @@ def stop_on_signals():
     finally:
         for signum, handler in request.previous_handlers.items():
             signal.signal(signum, handler)
+
+
+def resume_command(args: list[str], run_dir: Path, sweep_dir: Path | None, program: str = "dst-train") -> str:
+    """The command that continues where this stopped: inside a sweep the sweep (its `-m` arguments and
+    hydra.sweep.dir, so finished jobs are skipped and the others resume), else the run (hydra.run.dir)."""
+    key, folder = ("hydra.sweep.dir", sweep_dir) if sweep_dir is not None else ("hydra.run.dir", run_dir)
+    kept = [arg for arg in args if not arg.startswith(f"{key}=")]
+    return f"{program} {shlex.join([*kept, f'{key}={folder}'])}"
+
+
+def interruption_message(signal_name: str | None, step: int, checkpoint: Path | None, resume: str) -> str:
+    """One line that claims a checkpoint only when one was written at this stop (`checkpoint` is its path)."""
+    stopped = f"stopped by {signal_name or 'a signal to another rank'} at step {step}"
+    if checkpoint is None:
+        return f"{stopped}; no checkpoint was written (trainer.checkpoint=false), so this run cannot be resumed"
+    return f"{stopped}; checkpoint saved to {checkpoint}; to resume: {resume}"
