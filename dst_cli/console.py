@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 log = logging.getLogger("dst_cli")
 PROGRESS_MODES = ("auto", "bar", "log", "none")
@@ -150,7 +151,7 @@ def terminal_logging_through(console: Console):
 
 def print_summary(summary: dict) -> None:
     percent = lambda value: "-" if value is None else f"{100 * value:.2f}%"
-    table = Table(title=f"{job_label()}dst-train {summary['status']}", show_header=False)
+    table = Table(title=Text(f"{job_label()}dst-train {summary['status']}"), show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
     rows = [
@@ -168,4 +169,4 @@ def print_summary(summary: dict) -> None:
         table.add_row(name, value)
     console = Console()
     console.print(table)
-    console.print(f"run dir: {summary['run_dir']}", soft_wrap=True)
+    console.print(f"{job_label()}run dir: {summary['run_dir']}", soft_wrap=True, markup=False)

@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from dst_cli.console import EpochProgress, announce_start, job_label, starting_line
+from hydra.conf import HydraConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from dst_cli.console import EpochProgress, announce_start, job_label, print_summary, starting_line
 
 FILE_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default format
 
@@ -105,8 +109,38 @@ def test_epoch_lines_fit_80_columns_for_long_runs(hydra_like_logging, val):
     assert len({len(message) for message in messages}) == 1  # columns stay aligned under the header
 
 
+@pytest.fixture
+def joblib_job():
+    """Hydra's config as a joblib worker sees it while running job 3 of a multirun."""
+    hydra = OmegaConf.structured(HydraConf)
+    hydra.mode, hydra.job.num = "MULTIRUN", 3
+    hydra.launcher = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"}
+    HydraConfig.instance().set_config(OmegaConf.create({"hydra": hydra}))
+    yield
+    HydraConfig.instance().cfg = None
+
+
 def test_no_job_label_outside_a_multirun():
     assert job_label() == ""
+
+
+def test_a_parallel_job_logs_its_number_and_no_bar(hydra_like_logging, joblib_job):
+    terminal, train_log = hydra_like_logging
+    run_epochs(terminal, "auto", epochs=2)
+    messages = [line.split(" - ", 1)[1] for line in train_log.read_text().splitlines()]
+    assert [message.split()[:3] for message in messages] == [["[job", "3]", "epoch"], ["[job", "3]", "1/2"],
+                                                             ["[job", "3]", "2/2"]]
+    assert "━" not in terminal.getvalue()
+
+
+def test_summary_names_the_job(capsys, joblib_job):
+    summary = {"status": "completed", "model": "cnn", "dataset": "digits", "acq": "ee", "sparsity": 0.9,
+               "best_metric": "val/acc", "best_epoch": 2, "best_test_acc": 0.93, "final_test_acc": 0.93,
+               "density": 0.1, "explored": 0.12, "train_flops_ratio": 0.12, "inference_flops_ratio": 0.11,
+               "epochs_completed": 2, "epochs": 2, "steps": 38, "wall_time_s": 3.2, "run_dir": "/tmp/x/3"}
+    print_summary(summary)
+    shown = capsys.readouterr().out
+    assert "[job 3] dst-train completed" in shown and "[job 3] run dir: /tmp/x/3" in shown
 
 
 def test_starting_line_names_the_settings(capsys, monkeypatch):
