@@ -1,26 +1,23 @@
 """Where the sparsity goes: how many weights of each prunable layer stay active.
 
-`erk` (Erdos-Renyi-Kernel), `er` (Erdos-Renyi) and `uniform`, solved as in RigL (Evci et al. 2020):
-every sparse layer gets density eps * scale(layer); eps is chosen so that the active weights add up
-to the global budget, and a layer whose density would exceed 1 is made dense and eps is re-solved.
+`erk` (Erdos-Renyi-Kernel), `er` (Erdos-Renyi) and `uniform`, as in RigL (Evci et al. 2020):
+- erk / er: every sparse layer gets density eps * scale(layer); eps is chosen so that the active weights add
+  up to the global budget, and a layer whose density would exceed 1 is made dense and eps is re-solved
+  (rigl/sparse_utils.py:90-207).
+- uniform: every layer not kept dense has exactly the target density (rigl/sparse_utils.py:210-235); RigL
+  keeps the first layer dense unless told otherwise (imagenet_train_eval.py:247, 519-525), so `sparsify`
+  does too for `uniform` by default, and the global density is then a little above the target.
 """
 import math
 
-from dst_cli.errors import UserError
+from dst_cli.sparse.errors import SparseConfigError
 
 DISTRIBUTIONS = ("erk", "er", "uniform")
 
 
 def density_scale(shape: tuple[int, ...], distribution: str) -> float:
-    """Relative density of a layer of `shape` = (out, in, *kernel) before normalisation."""
-    if distribution == "uniform":
-        return 1.0
-    if distribution == "er":
-        dims = shape[:2]
-    elif distribution == "erk":
-        dims = shape
-    else:
-        raise UserError(f"distribution={distribution} is not known; allowed: {', '.join(DISTRIBUTIONS)}")
+    """Relative density of an erk/er layer of `shape` = (out, in, *kernel) before normalisation."""
+    dims = shape[:2] if distribution == "er" else shape
     return sum(dims) / math.prod(dims)
 
 
@@ -30,7 +27,10 @@ def layer_densities(
     distribution: str,
     dense_layers: frozenset[str] = frozenset(),
 ) -> dict[str, float]:
-    """Per-layer densities whose weighted sum is `density` of all weights in `shapes`."""
+    """Per-layer densities: `dense_layers` at 1; erk/er: the rest share the budget `density` of all weights;
+    uniform: the rest at exactly `density`."""
+    if distribution == "uniform":
+        return {name: 1.0 if name in dense_layers else density for name in shapes}
     numel = {name: math.prod(shape) for name, shape in shapes.items()}
     budget_total = density * sum(numel.values())
     dense = set(dense_layers)
@@ -38,9 +38,10 @@ def layer_densities(
         sparse = [name for name in shapes if name not in dense]
         budget = budget_total - sum(numel[name] for name in dense)
         if budget < 0:
-            raise UserError(
+            raise SparseConfigError(
+                "sparsity",
                 f"density {density:g} is below what the dense layers ({', '.join(sorted(dense))}) alone hold; "
-                "lower the sparsity or let those layers be sparse"
+                "lower the sparsity or let those layers be sparse",
             )
         if not sparse:
             return {name: 1.0 for name in shapes}

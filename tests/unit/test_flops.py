@@ -1,7 +1,7 @@
 import pytest
 from torch import nn
 
-from dst_cli.flops import inference_flops_ratio, layer_flops, training_flops_ratio
+from dst_cli.sparse import inference_flops_ratio, is_prunable, layer_flops, training_flops_ratio
 
 # Hand-computed dense forward FLOPs per sample of SmallNet on a 3x8x8 input:
 #   features.0  conv 3->8, 3x3, pad 1        -> 8x8x8 out: 2 * (3*3*3)   * 8 * 64 = 27648
@@ -73,6 +73,25 @@ def test_layer_flops_counts_a_reused_layer_once_per_call():
             return self.fc(self.fc(x))
 
     assert layer_flops(TwiceLinear(), (4,)) == {"fc.weight": 2 * (2 * 4 * 4)}
+
+
+def test_conv1d_and_conv3d_layers_are_counted():
+    # conv1d 2->4, k 3, stride 2 on length 9: out length 4 -> 2 * (3*2) * 4 * 4 = 192
+    # conv3d 1->2, k (2,3,3), groups 1 on 3x5x5: out 2x2x3x3 -> 2 * (2*3*3*1) * 2 * 18 = 1296
+    # grouped conv3d 2->4, k 1, groups 2 on 2x3x3: 2 * (1*2/2) * 4 * 18 = 144
+    conv1d = nn.Conv1d(2, 4, 3, stride=2)
+    assert layer_flops(nn.Sequential(conv1d), (2, 9)) == {"0.weight": 192}
+    conv3d = nn.Sequential(nn.Conv3d(1, 2, (2, 3, 3)), nn.Conv3d(2, 4, 1, groups=2))
+    assert layer_flops(conv3d, (1, 3, 5, 5)) == {"0.weight": 1296, "1.weight": 144}
+
+
+def test_a_custom_prunable_predicate_selects_the_counted_layers():
+    def only_linear(name, module):
+        return isinstance(module, nn.Linear)
+
+    assert set(layer_flops(SmallNet(), (3, 8, 8), only_linear)) == {"classifier.1.weight", "classifier.3.weight"}
+    with pytest.raises(ValueError, match="no FLOPs rule for '2' \\(BatchNorm2d\\)"):
+        layer_flops(SmallNet().features, (3, 8, 8), lambda name, module: name == "2" or is_prunable(name, module))
 
 
 def test_dense_network_ratios_are_one():

@@ -1,31 +1,39 @@
 """FLOPs accounting for sparse networks, following the RigL paper (Evci et al. 2020, appendix H).
 
-Only the prunable layers (nn.Conv2d, nn.Linear) are counted: their multiply-adds dominate the cost,
-and they are the layers whose cost shrinks with the mask. One multiply-add counts as 2 FLOPs.
+Only the prunable layers are counted (the same predicate as the masks, `is_prunable` by default): their
+multiply-adds dominate the cost, and they are the layers whose cost shrinks with the mask. One multiply-add
+counts as 2 FLOPs.
 """
+
+import math
 
 import torch
 from torch import nn
 
-PRUNABLE_LAYER_TYPES = (nn.Conv2d, nn.Linear)
+from dst_cli.sparse.prunable import PRUNABLE_TYPES, Prunable, is_prunable, prunable_weights
 
 
-def layer_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+def layer_flops(model: nn.Module, input_shape: tuple[int, ...], prunable: Prunable = is_prunable) -> dict[str, int]:
     """Dense forward FLOPs per sample of every prunable layer, keyed by its weight's parameter name.
 
     input_shape is the shape of one sample without the batch dimension, e.g. (3, 32, 32).
     The counts are measured with forward hooks on one dummy sample, so the output sizes of the
     convolutions are whatever the model really produces:
-      conv:   2 * k_h * k_w * c_in / groups * c_out * h_out * w_out
-      linear: 2 * in_features * out_features (times any extra positions, e.g. tokens)
+      conv (1d/2d/3d): 2 * prod(kernel) * c_in / groups * c_out * prod(output positions)
+      linear:          2 * in_features * out_features (times any extra positions, e.g. tokens)
     A layer called several times in one forward pass is counted once per call.
     """
-    flops: dict[str, int] = {}
+    weight_names = {id(weight): name for name, weight in prunable_weights(model, prunable).items()}
+    flops = dict.fromkeys(weight_names.values(), 0)
     hooks = []
     for module_name, module in model.named_modules():
-        if isinstance(module, PRUNABLE_LAYER_TYPES):
-            weight_name = f"{module_name}.weight" if module_name else "weight"
-            flops[weight_name] = 0
+        if prunable(module_name, module):
+            if not isinstance(module, PRUNABLE_TYPES):
+                raise ValueError(
+                    f"no FLOPs rule for '{module_name}' ({type(module).__name__}); FLOPs are counted for "
+                    "Conv1d/2d/3d and Linear layers"
+                )
+            weight_name = weight_names[id(module.weight)]
             hooks.append(module.register_forward_hook(_flops_counter(flops, weight_name)))
 
     first_parameter = next(model.parameters())
@@ -52,10 +60,9 @@ def _flops_counter(flops: dict[str, int], weight_name: str):
 
 def _forward_flops(module: nn.Module, output: torch.Tensor) -> int:
     """FLOPs of one forward call for a batch of one sample, given the call's output."""
-    if isinstance(module, nn.Conv2d):
-        kernel_h, kernel_w = module.kernel_size
-        macs_per_output = kernel_h * kernel_w * module.in_channels // module.groups
-        return 2 * macs_per_output * output.numel()  # output.numel() = c_out * h_out * w_out
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        macs_per_output = math.prod(module.kernel_size) * module.in_channels // module.groups
+        return 2 * macs_per_output * output.numel()  # output.numel() = c_out * prod(output positions)
     positions = output.numel() // module.out_features
     return 2 * module.in_features * module.out_features * positions
 

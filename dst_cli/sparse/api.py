@@ -1,0 +1,91 @@
+"""sparsify(): make a model's prunable weights sparse and return the engine that trains them."""
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from dst_cli.sparse.acquisition import Acquisition, make_acquisition
+from dst_cli.sparse.distribution import DISTRIBUTIONS, active_counts, layer_densities
+from dst_cli.sparse.engine import DDP_MODES, SparseEngine
+from dst_cli.sparse.errors import (
+    SparseConfigError, check_bool, check_choice, check_int, check_number, invalid,
+)
+from dst_cli.sparse.prunable import is_prunable, prunable_weights
+from dst_cli.sparse.schedule import UpdateSchedule, resolve_schedule
+
+
+def sparsify(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    sparsity: float,
+    total_steps: int,
+    acq: "str | type[Acquisition] | Acquisition" = "ee",
+    acq_options: dict | None = None,
+    distribution: str = "erk",
+    dense_first_layer: bool | None = None,
+    dense_last_layer: bool = False,
+    schedule: "str | UpdateSchedule" = "itop",
+    prunable: Callable[[str, nn.Module], bool] | None = None,
+    seed: int = 0,
+    generator: torch.Generator | None = None,
+    ddp: str = "check",
+    **schedule_overrides,
+) -> SparseEngine:
+    """Mask `sparsity` of the prunable weights of `model` and return the engine; call `engine.step()` after
+    each `loss.backward()` instead of `optimizer.step()`.
+
+    total_steps: calls of engine.step() in the whole run (e.g. len(loader) * epochs).
+    acq: a registered name (acquisition_names()), an Acquisition subclass (built with acq_options) or instance.
+    distribution: erk | er | uniform. dense_first_layer: None = the distribution's convention (uniform: dense,
+        as in RigL; erk/er: sparse). schedule: a preset name (SCHEDULE_PRESETS) or an UpdateSchedule; any
+        UpdateSchedule field may be overridden by keyword (update_interval=100, rounding="int", ...).
+    prunable(name, module) -> bool picks the sparse modules (default is_prunable: Conv1d/2d/3d and Linear).
+    seed / generator: the random masks and random growth (use the same seed on every rank).
+    ddp: under torch.distributed with several ranks, "check" the masks agree after each update
+        (MasksDiverged if not) or "broadcast" rank 0's masks.
+    Every bad argument raises SparseConfigError naming it and what is allowed; nothing is changed then.
+    """
+    if not isinstance(model, nn.Module):
+        raise invalid("model", type(model).__name__, "an nn.Module")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise invalid("optimizer", type(optimizer).__name__, "a torch.optim.Optimizer")
+    density = 1.0 - check_number("sparsity", sparsity, 0.0, 1.0, high_open=True)
+    check_int("total_steps", total_steps, 1)
+    if acq_options is not None and not isinstance(acq_options, dict):
+        raise invalid("acq_options", acq_options, "a dict of the acquisition's options, or None")
+    acquisition = make_acquisition(acq, **(acq_options or {}))
+    check_choice("distribution", distribution, DISTRIBUTIONS)
+    if dense_first_layer is None:
+        dense_first_layer = distribution == "uniform"
+    check_bool("dense_first_layer", dense_first_layer)
+    check_bool("dense_last_layer", dense_last_layer)
+    if not isinstance(schedule, (str, UpdateSchedule)):
+        raise invalid("schedule", schedule, "a preset name or an UpdateSchedule")
+    update_schedule = resolve_schedule(schedule, total_steps, schedule_overrides)
+    if prunable is not None and not callable(prunable):
+        raise invalid("prunable", prunable, "a function (name, module) -> bool, or None")
+    check_int("seed", seed, 0, 2**64 - 1)
+    check_choice("ddp", ddp, DDP_MODES)
+    weights = prunable_weights(model, prunable or is_prunable)
+    if not weights:
+        raise SparseConfigError("prunable", "the model has no prunable weights; allowed: a model with Conv1d/2d/3d "
+                                "or Linear layers, or a `prunable` that selects some")
+    device = next(iter(weights.values())).device
+    if generator is None:
+        generator = torch.Generator(device).manual_seed(seed)
+    elif not isinstance(generator, torch.Generator) or generator.device.type != device.type:
+        raise invalid("generator", generator, f"a torch.Generator on the weights' device ({device.type}), or None")
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    missing = [name for name, w in weights.items() if id(w) not in held]
+    if missing:
+        raise SparseConfigError("optimizer", f"the optimizer does not hold the prunable weights {missing}; "
+                                "allowed: an optimizer over the model's parameters")
+    names = list(weights)
+    dense = {names[0]} if dense_first_layer else set()
+    if dense_last_layer:
+        dense.add(names[-1])
+    shapes = {name: tuple(w.shape) for name, w in weights.items()}
+    densities = layer_densities(shapes, density, distribution, frozenset(dense))
+    return SparseEngine(weights, optimizer, densities, active_counts(shapes, densities), update_schedule,
+                        acquisition, generator, ddp)

@@ -1,0 +1,20 @@
+"""Bit-packing of flat bool tensors (torch has no packbits): 1 bit per weight for mask snapshots."""
+import torch
+from torch import Tensor
+
+
+def _bit_values(device: torch.device) -> Tensor:
+    return torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=device)
+
+
+def pack_bits(flags: Tensor) -> Tensor:
+    """A flat bool tensor as uint8, 8 flags per byte (the last byte zero-padded)."""
+    padded = torch.zeros(-(-flags.numel() // 8) * 8, dtype=torch.uint8, device=flags.device)
+    padded[: flags.numel()] = flags
+    return (padded.view(-1, 8) * _bit_values(flags.device)).sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: Tensor, numel: int) -> Tensor:
+    """The flat bool tensor of `numel` flags that pack_bits packed."""
+    bits = packed.unsqueeze(1).bitwise_and(_bit_values(packed.device)).ne(0)
+    return bits.flatten()[:numel]
