@@ -1,10 +1,10 @@
 """The starting topology: which weights are active before training (`init=random|snip|grasp|synflow`).
 
-`random` keeps, in every layer, the number of weights the distribution gives it. `snip`, `grasp` and
-`synflow` score every weight and keep the highest scores across all sparse layers with one global cut,
-as their reference code does; the distribution then sets only the total budget and which layers stay
-dense, and the per-layer counts follow from the returned masks (a layer may end with very few or no
-weights, as in the references).
+`random` keeps, in every layer, the number of weights the distribution gives it, at random (the engine's
+`masks.random_mask`: one torch.rand per layer, in module order). `snip`, `grasp` and `synflow` score every
+weight and keep the highest scores across all sparse layers with one global cut, as their reference code
+does; the distribution then sets only the total budget and which layers stay dense, and the per-layer
+counts follow from the returned masks (a layer may end with very few or no weights, as in the references).
 
 Conventions shared by the three scoring methods:
 - a layer whose count equals its size (dense_first_layer / dense_last_layer, or made dense by ERK) stays
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from dst_cli.sparse.errors import SparseConfigError, check_choice, check_int, check_number
+from dst_cli.sparse.masks import random_mask
 
 INIT_METHODS = ("random", "snip", "grasp", "synflow")
 
@@ -54,7 +55,7 @@ def init_masks(
     if method == "random":
         if generator is None:
             raise SparseConfigError("init", "init=random needs a generator")
-        return random_masks(weights, counts, generator)
+        return {name: random_mask(weight, counts[name], generator) for name, weight in weights.items()}
     needs = {"model": model, "batches": batches} | ({} if method == "synflow" else {"loss_fn": loss_fn})
     missing = [name for name, value in needs.items() if value is None]
     if missing:
@@ -82,17 +83,6 @@ def check_counts(weights: dict[str, Tensor], counts: dict[str, int]) -> None:
         raise SparseConfigError("init", f"counts name {sorted(set(counts) ^ set(weights))}, not the weights' layers")
     for name, weight in weights.items():
         check_int(f"counts[{name}]", counts[name], 0, weight.numel())
-
-
-def random_masks(weights: dict[str, Tensor], counts: dict[str, int], generator: torch.Generator) -> dict[str, Tensor]:
-    """Exactly counts[name] weights of each layer, uniformly at random (one torch.rand per layer, in order)."""
-    masks = {}
-    for name, weight in weights.items():
-        scores = torch.rand(weight.shape, generator=generator, device=weight.device)
-        flat = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
-        flat[torch.topk(scores.flatten(), counts[name]).indices] = True
-        masks[name] = shaped_like(weight, flat)
-    return masks
 
 
 def snip_scores(model: nn.Module, weights: dict[str, Tensor], loss_fn: LossFn, batches: Iterable[Batch]) -> dict[str, Tensor]:
