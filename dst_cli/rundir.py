@@ -145,39 +145,15 @@ class RunDir:
         self.path = Path(path).absolute()
         self.origin = origin if origin is not None else origin_of(self.path)
         self.lock_fd: int | None = None
-
-    # ----- paths (the only place they are spelled) -----
-    @property
-    def metrics(self) -> Path:
-        return self.path / METRICS_NAME
-
-    @property
-    def summary(self) -> Path:
-        return self.path / SUMMARY_NAME
-
-    @property
-    def log(self) -> Path:
-        return self.path / LOG_NAME
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / CHECKPOINTS_NAME
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.checkpoints / "last.pt"
-
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.checkpoints / "best.pt"
-
-    @property
-    def hydra_record(self) -> Path:
-        return self.path / HYDRA_NAME
-
-    @property
-    def lock(self) -> Path:
-        return self.path / LOCK_NAME
+        # the only place run-dir paths are spelled
+        self.metrics = self.path / METRICS_NAME
+        self.summary = self.path / SUMMARY_NAME
+        self.log = self.path / LOG_NAME
+        self.checkpoints = self.path / CHECKPOINTS_NAME
+        self.last_checkpoint = self.checkpoints / "last.pt"
+        self.best_checkpoint = self.checkpoints / "best.pt"
+        self.hydra_record = self.path / HYDRA_NAME
+        self.lock = self.path / LOCK_NAME
 
     # ----- ownership -----
     @property

@@ -1,5 +1,4 @@
 """Run-dir ownership: the lock, removing only what this process created, atomic writes, truthful messages."""
-import errno
 import os
 import signal
 import subprocess
@@ -10,9 +9,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from dst_cli import rundir
 from dst_cli.errors import UserError
-from dst_cli.rundir import DirOrigin, RunDir, RunDirOrigin, WriteFailed, write_atomic
+from dst_cli.rundir import DirOrigin, RunDir, RunDirOrigin
 from dst_cli.signals import interruption_message, resume_command
 
 
@@ -124,23 +122,6 @@ def test_claim_removes_temporary_files_a_kill_left_behind(tmp_path):
         path.write_bytes(b"half")
     run.claim()
     assert not any(path.exists() for path in stale)
-
-
-def test_write_atomic_on_a_full_disk_keeps_the_old_file_and_leaves_no_tmp(tmp_path, monkeypatch):
-    path = tmp_path / "summary.json"
-    path.write_text("old")
-
-    real_write = os.write
-
-    def half_then_full(fd, data):
-        real_write(fd, bytes(data[:2]))
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(rundir.os, "write", half_then_full)
-    with pytest.raises(WriteFailed, match=f"could not write {path}: No space left on device"):
-        write_atomic(path, b"new content")
-    assert path.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
 
 HYDRA_APP = textwrap.dedent("""
