@@ -7,12 +7,18 @@
 #                                            a relative OUT_DIR is taken from the repository root)
 #
 # Two sweeps, then the table: OUT_DIR/c_grid (c on a log grid, eps 1) and OUT_DIR/eps_grid (eps 0.1 and 10,
-# c around the chosen value). Finished runs are kept (they resume from their last checkpoint in about a
-# second): running the script again reprints the table.
+# c around the chosen value); the table is printed and written to OUT_DIR/table.md. Writes nothing outside
+# OUT_DIR (docs/ee-tuning-digits.md is edited by hand from the table). Finished runs are kept (they resume
+# from their last checkpoint in about a second): running the script again rewrites the table.
 # Needs dst-train and python of the project's virtual environment on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ "${1:-}" == -* || $# -gt 1 ]]; then
+    echo "usage: scripts/tune_ee_digits.sh [OUT_DIR]" >&2
+    exit 2
+fi
 out_dir="${1:-outputs/multiruns/tune_ee_digits}"
+echo "tune_ee_digits: writing runs into $out_dir/c_grid and $out_dir/eps_grid, the table into $out_dir/table.md"
 
 # The sweep report callback is switched off: it tabulates test accuracy, which tuning must not look at.
 setting=(experiment=quickstart acq=ee sparsity=0.9,0.95,0.98 seed=100,101,102 '~hydra.callbacks.sweep_report')
@@ -25,7 +31,7 @@ dst-train -m "${setting[@]}" acq.eps=0.1,10.0 acq.c=3e-5,3e-4,3e-3 hydra.sweep.d
 # Per (c, eps): final val accuracy (mean ± std over seeds) per sparsity; its mean over sparsities (per seed,
 # then mean ± std over seeds), and that mean minus RigL's (c = 0) seed by seed; the same mean for the best
 # val accuracy of each run; the explored share per sparsity.
-python - "$out_dir" <<'EOF'
+python - "$out_dir" > "$out_dir/table.md.tmp" <<'EOF'
 import statistics
 import sys
 from collections import defaultdict
@@ -76,3 +82,5 @@ for (c, eps), by_sparsity in sorted(results.items(), key=lambda item: (item[0][1
     print("| " + " | ".join(cells) + " |")
 print(f"\n{len(runs)} completed runs; cells: mean ± sample std over seeds, in %.")
 EOF
+mv "$out_dir/table.md.tmp" "$out_dir/table.md"
+cat "$out_dir/table.md"
