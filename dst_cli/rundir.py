@@ -127,7 +127,9 @@ def refuse_unwritable(path: Path, key: str) -> None:
     """Before Hydra's own mkdir would fail with a traceback: one line and exit status 2."""
     reason = unwritable_reason(path)
     if reason:
-        print(f"dst-train: error: {key}={path} cannot be used ({reason}); allowed: a writable folder", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun: said once, not once per rank
+            print(f"dst-train: error: {key}={path} cannot be used ({reason}); allowed: a writable folder",
+                  file=sys.stderr)
         sys.exit(2)
 
 
