@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from dst_cli.errors import UserError
+from dst_cli.sparse import SparseConfigError
 from dst_cli.sparse.distribution import active_counts, layer_densities
 
 # conv 3->8 3x3, conv 8->16 3x3, linear 16*4*4 -> 10
@@ -43,22 +43,26 @@ def test_erk_makes_layers_dense_when_their_share_exceeds_one_and_resolves():
 def test_global_density_exact_within_one_weight_per_layer(distribution, density, dense):
     try:
         densities = layer_densities(SHAPES, density, distribution, dense)
-    except UserError:
+    except SparseConfigError:
         assert sum(NUMEL[n] for n in dense) > density * 3928
         return
     counts = active_counts(SHAPES, densities)
     assert all(densities[n] == 1.0 for n in dense)
     assert all(0 < densities[n] <= 1.0 for n in SHAPES)
-    assert abs(sum(counts.values()) - density * 3928) <= len(SHAPES)
+    if distribution == "uniform":  # the dense layers come on top of the density
+        expected = sum(NUMEL[n] if n in dense else density * NUMEL[n] for n in SHAPES)
+    else:
+        expected = density * 3928
+    assert abs(sum(counts.values()) - expected) <= len(SHAPES)
 
 
-def test_uniform_spreads_the_remaining_budget_evenly():
-    densities = layer_densities(SHAPES, 0.1, "uniform", frozenset({"c1"}))
-    assert densities["c2"] == densities["fc"] == pytest.approx((392.8 - 216) / (1152 + 2560))
+def test_uniform_keeps_every_other_layer_at_exactly_the_density():
+    # RigL's uniform (sparse_utils.py get_sparsities_uniform): the dense layers do not change the others
+    assert layer_densities(SHAPES, 0.1, "uniform", frozenset({"c1"})) == {"c1": 1.0, "c2": 0.1, "fc": 0.1}
 
 
 def test_dense_layers_larger_than_the_budget_are_an_error():
-    with pytest.raises(UserError, match="dense layers"):
+    with pytest.raises(SparseConfigError, match="dense layers"):
         layer_densities(SHAPES, 0.05, "erk", frozenset({"fc"}))
 
 
