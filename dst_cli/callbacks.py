@@ -21,8 +21,8 @@ class SweepReport(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             report = build_report([sweep_dir], sweep_dir)
-            print_report(report)
             SweepReport.unfinished_runs = sum(run.status != "completed" for run in report.runs)
+            print_report(report)
         except Exception as error:  # a broken report must not turn a finished sweep into a failure
             reason = f"{type(error).__name__}: {error}"
             log.warning("could not build the sweep report in %s: %s", sweep_dir, reason)

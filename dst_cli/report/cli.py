@@ -9,8 +9,10 @@ from dst_cli.report.build import build_report, print_report
 
 DESCRIPTION = """\
 Collect the runs under each PATH (a run dir, a sweep dir, or any folder above them), then write
-summary.csv (one row per run), report.md (mean ± std over seeds, acq x sparsity) and PNG plots, and
-print the tables. Runs that failed or never wrote summary.json are listed, never dropped.
+summary.csv (one row per run), report.md (methods x sparsities: best test accuracy as mean ± std over
+distinct seeds, training and inference FLOPs; runs grouped by their resolved config) and PNG plots, and
+print the tables. Runs that failed, never wrote summary.json or hold unreadable files are listed with
+the reason, never dropped.
 """
 
 

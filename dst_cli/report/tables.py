@@ -1,136 +1,21 @@
-"""summary.csv, and the acq x sparsity tables (mean ± std over seeds) shown in report.md and the terminal."""
+"""summary.csv, and the tables shown in report.md and the terminal."""
 
 import csv
-import statistics
+import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dst_cli.report.runs import SETTING_FIELDS, Run
+from dst_cli.report.runs import SETTING_FIELDS, SUMMARY_NUMBERS, Run
+from dst_cli.report.sections import DENSE, Section, Stat, sparsity_text
 
-SUMMARY_COLUMNS = (
-    "best_test_acc",
-    "final_test_acc",
-    "explored",
-    "train_flops_ratio",
-    "inference_flops_ratio",
-    "wall_time_s",
-)
-CSV_COLUMNS = (*SETTING_FIELDS, "overrides", *SUMMARY_COLUMNS, "status", "error", "run_dir")
-ACQ_ORDER = ("ee", "rigl", "set", "random", "static")
-# summary.json key, table title, whether the highest value per column is shown in bold
-TABLE_METRICS = (
-    ("best_test_acc", "Best test accuracy (%)", True),
-    ("explored", "Explored weights (%)", False),
-    ("train_flops_ratio", "Training FLOPs (% of dense)", False),
-)
+CSV_COLUMNS = (*SETTING_FIELDS, "overrides", *SUMMARY_NUMBERS, "status", "error", "run_dir")
 STAT_NOTE = (
-    "Cells: mean ± sample std over seeds (number of runs), completed runs only; "
-    "highest accuracy per column in bold."
+    "Accuracy and explored cells: mean ± sample std over distinct seeds (number of seeds; one seed: no ±); "
+    "a seed run more than once counts once, as the mean of its runs. Completed runs only. Highest accuracy "
+    "per sparsity in bold (dense aside). FLOPs relative to dense training / inference (1.000× = dense), "
+    "mean over seeds."
 )
-
-
-def write_summary_csv(runs: list[Run], path: Path) -> None:
-    """One row per run; the numbers are summary.json's, unrounded."""
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(_csv_row(run) for run in runs)
-
-
-def _csv_row(run: Run) -> dict:
-    return {
-        **run.setting,
-        "overrides": " ".join(run.other_overrides),
-        **{column: run.summary.get(column) for column in SUMMARY_COLUMNS},
-        "status": run.status,
-        "error": run.error,
-        "run_dir": str(run.run_dir),
-    }
-
-
-@dataclass(frozen=True)
-class Stat:
-    mean: float
-    std: float  # sample standard deviation; 0 for a single value
-    n: int
-
-
-def mean_std(values: list[float]) -> Stat:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return Stat(statistics.fmean(values), std, len(values))
-
-
-def runs_to_aggregate(runs: list[Run]) -> list[Run]:
-    """The completed runs; a report on a single run shows it whatever its status, if it has a summary."""
-    if len(runs) == 1 and runs[0].summary:
-        return runs
-    return [run for run in runs if run.status == "completed"]
-
-
-@dataclass
-class Setup:
-    """Runs that differ only in acq, sparsity and seed: one table section and one plot panel."""
-
-    title: str
-    runs: list[Run] = field(default_factory=list)
-
-    @property
-    def acqs(self) -> list[str]:
-        return sorted({acq_label(run) for run in self.runs}, key=_acq_order)
-
-    @property
-    def sparsities(self) -> list[float]:
-        return sorted({run.setting["sparsity"] for run in self.runs})
-
-    def runs_of(self, acq: str, sparsity: float) -> list[Run]:
-        return [run for run in self.runs if acq_label(run) == acq and run.setting["sparsity"] == sparsity]
-
-
-def group_setups(runs: list[Run]) -> list[Setup]:
-    setups: dict[str, Setup] = {}
-    for run in runs:
-        title = setup_title(run)
-        setups.setdefault(title, Setup(title)).runs.append(run)
-    return list(setups.values())
-
-
-def setup_title(run: Run) -> str:
-    """model / dataset, then everything else that is fixed within the setup."""
-    setting = run.setting
-    details = [f"distribution={setting['distribution']}", f"schedule={setting['schedule']}"]
-    details += [override for override in run.other_overrides if not override.startswith("acq.")]
-    return f"{setting['model']} / {setting['dataset']} ({', '.join(details)})"
-
-
-def acq_label(run: Run) -> str:
-    """The acq name, with its own overrides (acq.c=0.5) when a sweep varies them."""
-    acq_overrides = [override for override in run.other_overrides if override.startswith("acq.")]
-    acq = str(run.setting["acq"])
-    return f"{acq} ({', '.join(acq_overrides)})" if acq_overrides else acq
-
-
-def _acq_order(label: str) -> tuple[int, str]:
-    name = label.split(" ")[0]
-    return (ACQ_ORDER.index(name) if name in ACQ_ORDER else len(ACQ_ORDER), label)
-
-
-def summary_stat(runs: list[Run], key: str) -> Stat | None:
-    values = [run.summary[key] for run in runs if run.summary.get(key) is not None]
-    return mean_std(values) if values else None
-
-
-def epoch_stats(runs: list[Run], metric_key: str) -> dict[int, Stat]:
-    """A metrics.jsonl value per epoch, over the runs that logged it, in epoch order."""
-    values_by_epoch: dict[int, list[float]] = {}
-    for run in runs:
-        for row in run.metrics:
-            if row.get(metric_key) is not None:
-                values_by_epoch.setdefault(row["epoch"], []).append(row[metric_key])
-    return {epoch: mean_std(values_by_epoch[epoch]) for epoch in sorted(values_by_epoch)}
-
-
-def sparsity_text(sparsity: float) -> str:
-    return f"{sparsity * 100:g}%"
 
 
 @dataclass(frozen=True)
@@ -141,58 +26,114 @@ class Table:
     bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) of cells shown in bold
 
 
-def setup_tables(setup: Setup) -> list[Table]:
-    return [metric_table(setup, key, title, bold_highest) for key, title, bold_highest in TABLE_METRICS]
+def summary_csv(runs: list[Run]) -> str:
+    """One row per run; the numbers are summary.json's, unrounded."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(_csv_row(run) for run in runs)
+    return text.getvalue()
 
 
-def metric_table(setup: Setup, summary_key: str, title: str, bold_highest: bool) -> Table:
-    """acq rows x sparsity columns of one summary.json value, in percent."""
-    stats = {
-        (acq, sparsity): summary_stat(setup.runs_of(acq, sparsity), summary_key)
-        for acq in setup.acqs
-        for sparsity in setup.sparsities
+def _csv_row(run: Run) -> dict:
+    return {
+        **run.setting,
+        "overrides": " ".join(run.other_overrides),
+        **{column: run.summary.get(column) for column in SUMMARY_NUMBERS},
+        "status": run.status,
+        "error": run.error,
+        "run_dir": str(run.run_dir),
     }
-    rows = [
-        [acq, *(_stat_text(stats[acq, sparsity]) for sparsity in setup.sparsities)] for acq in setup.acqs
+
+
+def runs_to_compare(runs: list[Run]) -> list[Run]:
+    """The completed runs that can be placed in a table; a report on one run shows it whatever its status."""
+    if len(runs) == 1 and runs[0].summary and runs[0].comparable:
+        return runs
+    return [run for run in runs if run.status == "completed" and run.comparable]
+
+
+def section_tables(section: Section) -> list[Table]:
+    """The papers' tables, a row per method and a column per sparsity: best test accuracy, training and
+    inference FLOPs relative to dense (two tables, so that each fits 80 columns), and the explored share."""
+    sparse_methods = [method for method in section.methods if method != DENSE]
+    return [
+        method_table(section, "Best test accuracy (%)", section.methods, percent_cell("best_test_acc"), bold=True),
+        method_table(section, "FLOPs relative to dense: training / inference", section.methods, flops_cell),
+        *([method_table(section, "Explored weights (%)", sparse_methods, percent_cell("explored"))]
+          if sparse_methods else []),
     ]
-    bold = _highest_cells(stats, setup.acqs, setup.sparsities) if bold_highest else set()
-    return Table(title, ["acq", *map(sparsity_text, setup.sparsities)], rows, bold)
 
 
-def _stat_text(stat: Stat | None) -> str:
-    return "–" if stat is None else f"{stat.mean * 100:.2f} ± {stat.std * 100:.2f} ({stat.n})"
+def method_table(
+    section: Section, title: str, methods: list[str], cell: Callable[[Section, str, float], tuple], bold: bool = False
+) -> Table:
+    """A row per method, a column per sparsity; cell() gives (text, mean or None) of one method and sparsity.
+    With bold, the highest mean of each column among the sparse methods is bold (all of them on a tie)."""
+    cells = [[cell(section, method, sparsity) for sparsity in section.sparsities] for method in methods]
+    rows = [[method, *(text for text, _ in row)] for method, row in zip(methods, cells)]
+    highlighted = set()
+    for column in range(len(section.sparsities)) if bold else ():
+        means = {row: cells[row][column][1] for row, method in enumerate(methods) if method != DENSE}
+        known = [mean for mean in means.values() if mean is not None]
+        highlighted |= {(row, column + 1) for row, mean in means.items() if known and mean == max(known)}
+    return Table(title, ["method", *map(sparsity_text, section.sparsities)], rows, highlighted)
 
 
-def _highest_cells(stats: dict, acqs: list[str], sparsities: list[float]) -> set[tuple[int, int]]:
-    """Cells holding the highest mean of their column (all of them on a tie)."""
-    bold = set()
-    for column, sparsity in enumerate(sparsities, start=1):
-        column_stats = {row: stats[acq, sparsity] for row, acq in enumerate(acqs)}
-        means = {row: stat.mean for row, stat in column_stats.items() if stat is not None}
-        if means:
-            best = max(means.values())
-            bold.update((row, column) for row, mean in means.items() if mean == best)
-    return bold
+def percent_cell(summary_key: str) -> Callable[[Section, str, float], tuple]:
+    def cell(section: Section, method: str, sparsity: float) -> tuple:
+        stat = section.stat(method, sparsity, summary_key)
+        return percent_text(stat), stat.mean if stat else None
+
+    return cell
+
+
+def flops_cell(section: Section, method: str, sparsity: float) -> tuple:
+    train, inference = (section.stat(method, sparsity, key) for key in ("train_flops_ratio", "inference_flops_ratio"))
+    return f"{ratio_text(train)} / {ratio_text(inference)}", None
+
+
+def percent_text(stat: Stat | None) -> str:
+    if stat is None:
+        return "–"
+    if stat.n == 1:
+        return f"{stat.mean * 100:.2f} (1)"
+    return f"{stat.mean * 100:.2f} ± {stat.std * 100:.2f} ({stat.n})"
+
+
+def ratio_text(stat: Stat | None) -> str:
+    return "–" if stat is None else f"{stat.mean:.3f}×"
 
 
 def incomplete_runs_table(runs: list[Run], report_dir: Path) -> Table:
     """Runs that did not complete, with why; run dirs inside report_dir are shown relative to it."""
-    incomplete = [run for run in runs if run.status != "completed"]
     rows = [
         [
-            _shown_path(run.run_dir, report_dir),
+            shown_path(run.run_dir, report_dir),
             *(str(run.setting[key]) for key in ("acq", "sparsity", "seed")),
             run.status,
             _epochs_text(run),
             run.error or "",
         ]
-        for run in incomplete
+        for run in runs
+        if run.status != "completed"
     ]
     header = ["run", "acq", "sparsity", "seed", "status", "epochs", "error"]
     return Table("Runs that did not complete", header, rows)
 
 
-def _shown_path(path: Path, base: Path) -> str:
+def problems_table(runs: list[Run], report_dir: Path) -> Table:
+    """Every file of a run that could not be read, and whether the run still entered the tables."""
+    compared = set(run.run_dir for run in runs_to_compare(runs))
+    rows = [
+        [shown_path(run.run_dir, report_dir), problem, "yes" if run.run_dir in compared else "no"]
+        for run in runs
+        for problem in run.problems
+    ]
+    return Table("Files that could not be read", ["run", "problem", "in the tables"], rows)
+
+
+def shown_path(path: Path, base: Path) -> str:
     base = base.resolve()
     return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
 
