@@ -131,9 +131,11 @@ class DSR(SET):
     it needs the engine hook requested from LIB. Without it DSR would reduce to SET.
     """
 
-    def drop_counts(self, contexts: dict[str, ScoreContext], total: int) -> dict[str, int]:
-        """How many of each layer's active weights the global magnitude cut removes (`total` in all); every
-        layer keeps at least its largest active weight (parameterized_tensors.py:197-199)."""
+    def drop_counts(self, planned: dict[str, int], contexts: dict[str, ScoreContext]) -> dict[str, int]:
+        """How many of each layer's active weights the global magnitude cut removes: the schedule's total,
+        sum(planned), taken where |w| is smallest across all layers; every layer keeps at least its largest
+        active weight (parameterized_tensors.py:197-199)."""
+        total = sum(planned.values())
         scores = []
         for ctx in contexts.values():
             magnitude = ctx.weight.abs().flatten().masked_fill(~ctx.mask.flatten(), math.inf)
