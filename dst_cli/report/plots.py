@@ -23,13 +23,16 @@ DENSE_STYLE = {"color": "black", "linestyle": "--", "marker": None}
 # A mean this far below the lower quartile of all means (percentage points) is off the accuracy axis: at
 # least 3 interquartile ranges (Tukey's far-out fence), and at least MIN_COLLAPSE_GAP.
 MIN_COLLAPSE_GAP = 5.0
+NOTE_CHARS_PER_INCH = 13  # at font size 8
+OFF_SCALE_BAND = 0.15  # share of the accuracy axis kept empty below the data for off-scale marks
 SEED_NOTE = "Lines: mean over distinct seeds (n in the legend); bands and bars: ± sample std."
 
 
 def _panel_grid(rows: int, columns: int, title: str, note: str) -> tuple[Figure, list[list]]:
-    figure = Figure(figsize=(PANEL_SIZE[0] * columns + 1.5, PANEL_SIZE[1] * rows + 0.4), layout="constrained")
+    width = PANEL_SIZE[0] * columns + 1.5  # inches, with room for the legend
+    figure = Figure(figsize=(width, PANEL_SIZE[1] * rows + 0.4), layout="constrained")
     figure.suptitle(title)
-    figure.supxlabel(note, fontsize=8)
+    figure.supxlabel(textwrap.fill(note, int(width * NOTE_CHARS_PER_INCH)), fontsize=8)
     return figure, figure.subplots(rows, columns, squeeze=False, sharey=True)
 
 
@@ -44,8 +47,11 @@ def acc_vs_sparsity_figure(sections: list[Section]) -> Figure:
         for index, section in enumerate(sections)
         for method in section.methods
     }
-    low, high = readable_range([stat for cells in stats.values() for stat in cells.values() if stat is not None])
-    note = SEED_NOTE + " ▼ value: a mean below the axis (a collapsed run)."
+    means = [stat for cells in stats.values() for stat in cells.values() if stat is not None]
+    low, high = readable_range(means)
+    if any(stat.mean * 100 < low for stat in means):
+        low -= OFF_SCALE_BAND * (high - low)  # an empty band for the marks, below every line kept on scale
+    note = SEED_NOTE + " An arrow with a value: a mean below the axis (a collapsed method)."
     figure, axes = _panel_grid(len(sections), 1, "Best test accuracy vs sparsity", note)
     for index, (section, (axis,)) in enumerate(zip(sections, axes)):
         off_scale_per_x: dict[float, int] = {}
@@ -97,7 +103,7 @@ def _mark_off_scale(axis, x: float, value: float, low: float, color: str, stacke
     axis.annotate(
         f"{value:.1f}",
         xy=(x, low),
-        xytext=(0, 16 + 12 * stacked),
+        xytext=(0, 14 + 11 * stacked),
         textcoords="offset points",
         ha="center",
         fontsize=8,
@@ -172,12 +178,13 @@ def layer_density_figure(run: Run) -> Figure:
     axis = figure.subplots()
     bar_height = 0.4
     for offset, key, label in ((-bar_height / 2, "target_density", "target"), (bar_height / 2, "density", "actual")):
-        axis.barh(
+        bars = axis.barh(
             [position + offset for position in positions],
             [layer[key] * 100 for layer in layers.values()],
             height=bar_height,
             label=label,
         )
+    axis.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)  # the actual density, in %
     axis.set_yticks(list(positions), names, fontsize=8)
     axis.invert_yaxis()  # first layer at the top
     setting = run.setting

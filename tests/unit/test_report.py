@@ -367,44 +367,48 @@ def test_runs_are_found_recursively_once_in_numeric_order(sweep):
 
 
 TORN_ROW = '{"epoch": 4, "test/ac'
+# job -> (file, what is written into it (None: a torn row appended), problem listed, run still in the tables)
+BROKEN_FILES = {
+    1: ("summary.json", "[1, 2]", "summary.json: holds a list, not a JSON object", "no"),
+    2: ("summary.json", b"\xff\xfe{}", "summary.json: not UTF-8 text (byte 0)", "no"),
+    3: ("summary.json", '{"status": "compl', "summary.json: not valid JSON (Unterminated string", "no"),
+    4: ("summary.json", '{"status": "completed", "best_test_acc": "high"}',
+        "summary.json: best_test_acc='high' is not a number", "no"),
+    5: (".hydra/config.yaml", "sparsity: [0.9", ".hydra/config.yaml: not valid YAML", "no"),
+    6: (".hydra/config.yaml", "- 1\n- 2\n", ".hydra/config.yaml: holds a list, not a mapping", "no"),
+    7: (".hydra/overrides.yaml", "{a: 1}", ".hydra/overrides.yaml: not a list of overrides", "yes"),
+    8: (".hydra/overrides.yaml", "['sparsity=[0.9']", ".hydra/overrides.yaml: no viable alternative", "yes"),
+    9: (".hydra/hydra.yaml", "\t:", ".hydra/hydra.yaml: not valid YAML", "yes"),
+    10: ("metrics.jsonl", None, "metrics.jsonl: last line torn (a kill mid-write?), left out", "yes"),
+}
 
 
-@pytest.mark.parametrize(
-    "file, content, problem, in_tables",
-    [
-        ("summary.json", "[1, 2]", "summary.json: holds a list, not a JSON object", "no"),
-        ("summary.json", b"\xff\xfe{}", "summary.json: not UTF-8 text (byte 0)", "no"),
-        ("summary.json", '{"status": "compl', "summary.json: not valid JSON (Unterminated string", "no"),
-        ("summary.json", '{"status": "completed", "best_test_acc": "high"}',
-         "summary.json: best_test_acc='high' is not a number", "no"),
-        (".hydra/config.yaml", "sparsity: [0.9", ".hydra/config.yaml: not valid YAML", "no"),
-        (".hydra/config.yaml", "- 1\n- 2\n", ".hydra/config.yaml: holds a list, not a mapping", "no"),
-        (".hydra/overrides.yaml", "{a: 1}", ".hydra/overrides.yaml: not a list of overrides", "yes"),
-        (".hydra/hydra.yaml", "\t:", ".hydra/hydra.yaml: not valid YAML", "yes"),
-        ("metrics.jsonl", None, "metrics.jsonl: last line torn (a kill mid-write?), left out", "yes"),
-    ],
-)
-def test_unreadable_files_are_listed_with_their_reason(tmp_path, capsys, file, content, problem, in_tables):
-    for job in range(2):
-        write_run(tmp_path / "sweep" / str(job), "ee", 0.9, job, 0.8)
-    broken = tmp_path / "sweep" / "1"
-    if file == ".hydra/overrides.yaml":  # summary.json's own copy comes first
-        summary = json.loads((broken / "summary.json").read_text())
-        del summary["overrides"]
-        (broken / "summary.json").write_text(json.dumps(summary))
-    if content is None:
-        with (broken / file).open("a") as handle:
-            handle.write(TORN_ROW)
-    else:
-        (broken / file).write_bytes(content if isinstance(content, bytes) else content.encode())
-    assert main([str(tmp_path / "sweep")]) == 0
+def test_unreadable_files_are_listed_with_their_reason(tmp_path, capsys):
+    sweep_dir = tmp_path / "sweep"
+    for job, (file, content, _, _) in {0: (None, None, None, None), **BROKEN_FILES}.items():
+        write_run(sweep_dir / str(job), "ee", 0.9, job, 0.8)
+        broken = sweep_dir / str(job)
+        if file == ".hydra/overrides.yaml":  # summary.json's own copy comes first
+            summary = json.loads((broken / "summary.json").read_text())
+            del summary["overrides"]
+            (broken / "summary.json").write_text(json.dumps(summary))
+        if file is not None and content is None:
+            with (broken / file).open("a") as handle:
+                handle.write(TORN_ROW)
+        elif file is not None:
+            (broken / file).write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert main([str(sweep_dir)]) == 0
     captured = capsys.readouterr()
     assert "Traceback" not in captured.out + captured.err
-    listed = (tmp_path / "sweep" / "report.md").read_text().split("## Files that could not be read")[1]
-    [row] = [line for line in listed.splitlines() if line.startswith("| 1 |")]
-    assert problem in row
-    assert row.endswith(f"| {in_tables} |")
     assert "Files that could not be read" in captured.out
+    markdown = (sweep_dir / "report.md").read_text()
+    listed = markdown.split("## Files that could not be read")[1].splitlines()
+    for job, (_, _, problem, in_tables) in BROKEN_FILES.items():
+        [row] = [line for line in listed if line.startswith(f"| {job} |")]
+        assert problem in row and row.endswith(f"| {in_tables} |"), row
+    # in the tables: job 0 and the four broken runs whose summary and config are readable, one seed each
+    assert "| ee | **80.00 ± 0.00 (5)** |" in markdown
+    assert "11 runs: 7 completed, 4 unreadable." in markdown
 
 
 def test_torn_metrics_line_is_left_out_and_named(tmp_path):
@@ -472,6 +476,15 @@ def test_dst_report_unwritable_out_dir_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot write" in err and "Permission denied" in err
     assert list(locked.iterdir()) == []
+
+
+def test_report_file_that_cannot_be_replaced_is_one_line_and_leaves_no_temporary(tmp_path, capsys):
+    write_run(tmp_path / "run", "ee", 0.9, 0, 0.8)
+    (tmp_path / "out" / "report.md").mkdir(parents=True)  # a folder where the report file goes
+    assert main([str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write" in err and "report.md" in err
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["report.md", "summary.csv"]
 
 
 def _can_write(folder: Path) -> bool:
