@@ -1,16 +1,18 @@
-"""Data parallelism through torch.distributed (one process per device, started by torchrun)."""
+"""Data parallelism through torch.distributed (one process per device, started by torchrun).
+
+torch is imported inside the functions: dst_cli.cli asks launched_by_torchrun() before PyTorch loads.
+(The masks' agreement across ranks is the sparse engine's own check: dst_cli.sparse.MasksDiverged.)
+"""
+from __future__ import annotations
+
 import os
 from dataclasses import dataclass
-
-import torch
-import torch.distributed as dist
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from dst_cli.errors import UserError
 
-
-class MasksDiverged(Exception):
-    """The ranks hold different masks: their models no longer train the same network."""
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ def launched_by_torchrun() -> bool:
 
 def start(device: torch.device) -> Context:
     """Join the process group torchrun describes (nccl on CUDA, gloo on CPU); one process: no group."""
+    import torch
+    import torch.distributed as dist
+
     if not launched_by_torchrun():
         return Context(0, 1, device)
     local_rank = int(os.environ["LOCAL_RANK"])
@@ -48,17 +53,23 @@ def start(device: torch.device) -> Context:
 
 
 def stop(context: Context) -> None:
+    import torch.distributed as dist
+
     if context.distributed and dist.is_initialized():
         dist.destroy_process_group()
 
 
-def sum_across_ranks(values: Tensor, context: Context) -> Tensor:
+def sum_across_ranks(values: torch.Tensor, context: Context) -> torch.Tensor:
+    import torch.distributed as dist
+
     if context.distributed:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
 
 
-def min_across_ranks(values: Tensor, context: Context) -> Tensor:
+def min_across_ranks(values: torch.Tensor, context: Context) -> torch.Tensor:
+    import torch.distributed as dist
+
     if context.distributed:
         dist.all_reduce(values, op=dist.ReduceOp.MIN)
     return values
@@ -68,27 +79,9 @@ def any_rank(flag: bool, context: Context) -> bool:
     """True on every rank if `flag` is true on some rank (so all ranks take the same branch)."""
     if not context.distributed:
         return flag
+    import torch
+    import torch.distributed as dist
+
     value = torch.tensor([int(flag)], device=context.device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
-
-
-def mask_checksums(masks: list[Tensor]) -> Tensor:
-    """One int64 per layer that changes when any mask entry moves: sum of position weights of active entries."""
-    sums = []
-    for mask in masks:
-        positions = torch.arange(1, mask.numel() + 1, device=mask.device, dtype=torch.int64)
-        sums.append((positions * 2654435761 % 2147483647 * mask.flatten()).sum())
-    return torch.stack(sums)
-
-
-def verify_masks_agree(masks: list[Tensor], names: list[str], step: int, context: Context) -> None:
-    """Compare every rank's mask checksums after a mask update; raise MasksDiverged if any differ."""
-    local = mask_checksums(masks)
-    gathered = [torch.empty_like(local) for _ in range(context.world_size)]
-    dist.all_gather(gathered, local)
-    differing = [names[i] for i in range(len(names)) if any(g[i] != gathered[0][i] for g in gathered)]
-    if differing:
-        raise MasksDiverged(
-            f"the ranks' masks differ after the mask update at step {step} (layers: {', '.join(differing)})"
-        )

@@ -4,12 +4,19 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from dst_cli.config import OPTIMIZERS
 from dst_cli.errors import UserError
-
-OPTIMIZERS = ("sgd", "adamw")
 
 
 def build_optimizer(cfg: Mapping, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimizer of the optim node `cfg`; torch refusing an argument becomes a one-line UserError."""
+    try:
+        return make_optimizer(cfg, model)
+    except ValueError as error:
+        raise UserError(f"optim: {' '.join(str(error).split())}") from None
+
+
+def make_optimizer(cfg: Mapping, model: nn.Module) -> torch.optim.Optimizer:
     if cfg["name"] == "sgd":
         return torch.optim.SGD(
             model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],

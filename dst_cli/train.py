@@ -1,11 +1,12 @@
-"""train(cfg, run_dir) -> summary dict: one flat training loop in a fixed order.
+"""train(cfg, run_dir) -> summary dict: the training loop of a run built by dst_cli.build, in a fixed order.
 
-Per step: lr -> forward -> backward -> mask update (on update steps, dense gradient of this batch)
--> optimizer step -> zero the inactive weights. Per epoch: evaluate, append metrics.jsonl,
+Per step: lr -> forward -> backward -> engine.step() (the mask update when due, on the dense gradient of
+this batch; the optimizer step; the inactive weights back to 0). Per epoch: evaluate, append metrics.jsonl,
 checkpoint. Metrics accumulate on the device and are read once per epoch (no syncs in the loop).
 """
 import logging
 import math
+import platform
 import time
 from pathlib import Path
 
@@ -13,30 +14,20 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from dst_cli import distributed
+from dst_cli.build import Run, build_run
 from dst_cli.checkpoint import copy_checkpoint, last_checkpoint, load_checkpoint, save_checkpoint
-from dst_cli.config import validate_config
+from dst_cli.config import RESULT_NEUTRAL_KEYS, display_name
 from dst_cli.console import EpochProgress
-from dst_cli.data import build_data
 from dst_cli.errors import UserError
-from dst_cli.flops import inference_flops_ratio, layer_flops, training_flops_ratio
 from dst_cli.metrics import MetricsLog, finite_or_none, open_tensorboard, write_json
-from dst_cli.models import build_model
-from dst_cli.optim import build_optimizer, learning_rate, set_learning_rate
+from dst_cli.optim import learning_rate, set_learning_rate
 from dst_cli.signals import StopRequest, stop_on_signals
-from dst_cli.sparse.acquisition import build_acquisition
-from dst_cli.sparse.engine import SparseEngine
-from dst_cli.sparse.schedule import UpdateSchedule
+from dst_cli.sparse import SparseEngine, inference_flops_ratio, training_flops_ratio
 
 log = logging.getLogger("dst_cli")
 
-# Settings that may change between a run and its resumption without changing the result.
-RESUME_NEUTRAL_KEYS = (
-    "trainer.progress", "trainer.device", "trainer.checkpoint", "trainer.eval_batch_size", "trainer.compile",
-    "logger",
-)
 # With several processes, a stop signal is acted on at the first multiple of this many steps, so that
 # all ranks stop at the same step without a host-device sync every step.
 DISTRIBUTED_STOP_CHECK_STEPS = 20
@@ -54,19 +45,6 @@ class Interrupted(Exception):
         self.stop = stop
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu or auto")
-    return torch.device(name)
-
-
-def resolve_switch(value: str | bool, device: torch.device) -> bool:
-    """`auto` means on for CUDA, off for CPU."""
-    return device.type == "cuda" if value == "auto" else bool(value)
-
-
 def train_step(
     model: nn.Module,
     criterion: nn.Module,
@@ -74,20 +52,21 @@ def train_step(
     engine: SparseEngine | None,
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    step: int,
     bf16: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step; `engine=None` trains dense (the benchmark's baseline). Returns (loss, logits)."""
+    """One training iteration; `engine=None` trains dense (the benchmark's baseline). Returns (loss, logits).
+
+    engine.step() runs the mask update when one is due (on this batch's dense gradient), the optimizer step
+    and the zeroing of the inactive weights."""
     with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=bf16):
         logits = model(inputs)
         loss = criterion(logits, targets)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if engine is not None:
-        engine.before_optimizer_step(step)
-    optimizer.step()
-    if engine is not None:
-        engine.after_optimizer_step()
+    if engine is None:
+        optimizer.step()
+    else:
+        engine.step()
     return loss.detach(), logits.detach()
 
 
@@ -97,12 +76,11 @@ NO_STEP = 2**62  # "no non-finite loss yet"; the minimum over ranks is the earli
 class EpochTotals:
     """Running sums of the epoch in progress, on the device; part of a mid-epoch checkpoint."""
 
-    def __init__(self, device: torch.device, masks_at_start: list[torch.Tensor]):
+    def __init__(self, device: torch.device):
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.seen = torch.zeros((), device=device, dtype=torch.long)
         self.first_nonfinite_step = torch.full((), NO_STEP, device=device, dtype=torch.long)
-        self.masks_at_start = masks_at_start
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, step: int) -> None:
         self.loss_sum += loss * len(targets)
@@ -113,60 +91,25 @@ class EpochTotals:
 
     def state_dict(self) -> dict:
         return {"loss_sum": self.loss_sum, "correct": self.correct, "seen": self.seen,
-                "first_nonfinite_step": self.first_nonfinite_step, "masks_at_start": self.masks_at_start}
+                "first_nonfinite_step": self.first_nonfinite_step}
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("loss_sum", "correct", "seen", "first_nonfinite_step"):
             getattr(self, key).copy_(state[key])
-        self.masks_at_start = [mask.to(self.loss_sum.device) for mask in state["masks_at_start"]]
 
 
 class Trainer:
-    def __init__(self, cfg: DictConfig, run_dir: Path):
+    """Runs the loop of a built Run: epochs, evaluation, metrics, checkpoints, resume and the summary."""
+
+    def __init__(self, cfg: DictConfig, run: Run, run_dir: Path):
         self.cfg, self.run_dir = cfg, run_dir
-        self.dist = distributed.start(resolve_device(cfg.trainer.device))
-        self.device = self.dist.device
-        torch.manual_seed(cfg.seed)
-        self.data = build_data(
-            cfg.dataset, cfg.trainer.batch_size, cfg.seed, self.device, rank=self.dist.rank,
-            world_size=self.dist.world_size, eval_batch_size=cfg.trainer.eval_batch_size,
-        )
-        self.bf16 = resolve_switch(cfg.trainer.bf16, self.device)
-        self.memory_format = (
-            torch.channels_last if resolve_switch(cfg.trainer.channels_last, self.device) else torch.contiguous_format
-        )
-        self.model = build_model(
-            **cfg.model, num_classes=self.data.num_classes, input_shape=self.data.input_shape
-        ).to(self.device, memory_format=self.memory_format)
-        self.forward_model = self.model
-        if self.dist.distributed:
-            self.forward_model = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-        if cfg.trainer.compile:
-            self.forward_model = torch.compile(self.forward_model)
-        self.optimizer = build_optimizer(cfg.optim, self.model)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
-        self.steps_per_epoch = len(self.data.train)
-        if self.steps_per_epoch == 0:
-            raise UserError(
-                f"trainer.batch_size={cfg.trainer.batch_size} is larger than the training set; "
-                "allowed: at most the number of training samples"
-            )
-        self.total_steps = cfg.trainer.epochs * self.steps_per_epoch
-        schedule_options = {key: value for key, value in cfg.schedule.items() if key != "name"}
-        schedule = UpdateSchedule(**schedule_options, total_steps=self.total_steps)
-        # the same seed on every rank: random growth picks the same weights everywhere
-        generator = torch.Generator(self.device).manual_seed(cfg.seed)
-        acq_options = {key: value for key, value in cfg.acq.items() if key != "name"}
-        self.engine = SparseEngine(
-            self.model, self.optimizer, cfg.sparsity, cfg.distribution, schedule,
-            build_acquisition(cfg.acq.name, generator, **acq_options), generator,
-            cfg.dense_first_layer, cfg.dense_last_layer,
-        )
-        self.layer_flops = layer_flops(self.model, self.data.input_shape)
+        self.dist, self.device, self.data = run.dist, run.device, run.data
+        self.model, self.forward_model, self.optimizer = run.model, run.forward_model, run.optimizer
+        self.criterion, self.engine, self.layer_flops = run.criterion, run.engine, run.layer_flops
+        self.bf16, self.memory_format, self.threads = run.bf16, run.memory_format, run.threads
+        self.steps_per_epoch, self.total_steps = run.steps_per_epoch, run.total_steps
         self.monitor = "val/acc" if self.data.val is not None else "test/acc"
-        self.step, self.epoch, self.wall_time_s, self.mask_checks = 0, 0, 0.0, 0
+        self.step, self.epoch, self.wall_time_s = 0, 0, 0.0
         self.best = {"value": -math.inf, "epoch": None, "test_acc": None}
         self.totals: EpochTotals | None = None
         checkpoint = last_checkpoint(run_dir)
@@ -185,8 +128,9 @@ class Trainer:
             for epoch in range(self.epoch + 1, epochs + 1):
                 progress.start_epoch(epoch)
                 started = time.perf_counter()
-                if self.totals is None:
-                    self.totals = EpochTotals(self.device, self.engine.masks.snapshot())
+                if self.totals is None:  # a fresh epoch (not one resumed mid-way)
+                    self.totals = EpochTotals(self.device)
+                    self.engine.mark_epoch()
                 self.train_epoch(epoch, progress, stop)
                 row = self.end_epoch(epoch)
                 row["time/epoch_s"] = time.perf_counter() - started
@@ -210,12 +154,9 @@ class Trainer:
             )
             loss, logits = train_step(
                 self.forward_model, self.criterion, self.optimizer, self.engine,
-                inputs.contiguous(memory_format=self.memory_format), targets, self.step, self.bf16,
+                inputs.contiguous(memory_format=self.memory_format), targets, self.bf16,
             )
             self.totals.add(loss, logits, targets, self.step)
-            if self.dist.distributed and self.engine.is_update_step(self.step):
-                distributed.verify_masks_agree(self.engine.masks.masks, self.engine.masks.names, self.step, self.dist)
-                self.mask_checks += 1
             progress.advance()
             if self.stop_now(stop):
                 self.save_last()
@@ -244,11 +185,11 @@ class Trainer:
             loader = getattr(self.data, split)
             if loader is not None:
                 row[f"{split}/loss"], row[f"{split}/acc"] = self.evaluate(loader)
-        masks = self.engine.masks
+        stats = self.engine.stats()
         row.update({
-            "mask/density": masks.nonzero_density(),
-            "mask/explored": masks.explored_share(),
-            "mask/turnover": masks.turnover_since(totals.masks_at_start),
+            "mask/density": stats["density"],
+            "mask/explored": stats["explored"],
+            "mask/turnover": stats["turnover"],
             "flops/train_ratio": self.train_flops_ratio(),
         })
         self.totals = None
@@ -304,7 +245,6 @@ class Trainer:
             "epoch_totals": None if self.totals is None else self.totals.state_dict(),
             "best": self.best,
             "wall_time_s": self.wall_time_s,
-            "mask_checks": self.mask_checks,
             "rng": rng,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
@@ -320,9 +260,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.engine.load_state_dict(state["sparse"])
         self.step, self.epoch = state["step"], state["epoch"]
-        self.best, self.wall_time_s, self.mask_checks = state["best"], state["wall_time_s"], state["mask_checks"]
+        self.best, self.wall_time_s = state["best"], state["wall_time_s"]
         if state["epoch_totals"] is not None:
-            self.totals = EpochTotals(self.device, [])
+            self.totals = EpochTotals(self.device)
             self.totals.load_state_dict(state["epoch_totals"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
@@ -332,13 +272,14 @@ class Trainer:
     def summary(self, status: str, error: str | None) -> dict:
         last = self.metrics.rows[-1] if self.metrics.rows else {}
         cfg = self.cfg
+        stats = self.engine.stats()
         return {
             "status": status,
             "error": error,
             "run_dir": str(self.run_dir),
-            "model": cfg.model.name,
-            "dataset": cfg.dataset.name,
-            "acq": cfg.acq.name,
+            "model": display_name(cfg.model),
+            "dataset": display_name(cfg.dataset),
+            "acq": display_name(cfg.acq),
             "sparsity": cfg.sparsity,
             "distribution": cfg.distribution,
             "schedule": cfg.schedule.name,
@@ -353,15 +294,18 @@ class Trainer:
             "best_test_acc": self.best["test_acc"],
             "best_epoch": self.best["epoch"],
             "best_metric": self.monitor,
-            "density": self.engine.masks.nonzero_density(),
-            "explored": self.engine.masks.explored_share(),
+            "density": stats["density"],
+            "explored": stats["explored"],
             "train_flops_ratio": self.train_flops_ratio(),
             "inference_flops_ratio": inference_flops_ratio(self.layer_flops, self.engine.densities),
             "wall_time_s": self.wall_time_s,
             "world_size": self.dist.world_size,
             "effective_batch_size": cfg.trainer.batch_size * self.dist.world_size,
-            "mask_checks": self.mask_checks,
-            "layers": self.engine.masks.layer_report(),
+            "mask_checks": self.engine.mask_checks,
+            "threads": self.threads,
+            "torch": torch.__version__,
+            "device": device_name(self.device),
+            "layers": stats["layers"],
         }
 
     def run(self) -> dict:
@@ -387,13 +331,25 @@ class Trainer:
         return summary
 
 
+def device_name(device: torch.device) -> str:
+    """The accelerator's name, or the CPU model."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as file:
+            names = [line.split(":", 1)[1].strip() for line in file if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """'key: old -> new' for every leaf that differs, except RESUME_NEUTRAL_KEYS."""
+    """'key: old -> new' for every leaf that differs, except RESULT_NEUTRAL_KEYS."""
     changes = []
     for key in sorted(set(old) | set(new)):
         path = f"{prefix}{key}"
         before, after = old.get(key), new.get(key)
-        if path in RESUME_NEUTRAL_KEYS:
+        if path in RESULT_NEUTRAL_KEYS:
             continue
         if isinstance(before, dict) and isinstance(after, dict):
             changes += config_changes(before, after, path + ".")
@@ -407,6 +363,6 @@ def task_overrides() -> list[str]:
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
-    validate_config(cfg)
+    run = build_run(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return Trainer(cfg, run_dir).run()
+    return Trainer(cfg, run, run_dir).run()

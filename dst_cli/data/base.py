@@ -1,12 +1,11 @@
 """What every dataset builder returns, the settings they share, and their user-facing errors."""
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from dst_cli.errors import UserError
@@ -22,6 +21,8 @@ class Loader(Protocol):
 
 @dataclass
 class Data:
+    """What a built-in dataset builder returns (user datasets are wrapped into one by dst_cli.data.user)."""
+
     train: Loader
     val: Loader | None
     test: Loader
@@ -41,39 +42,24 @@ class LoaderSettings:
     world_size: int = 1
 
 
-def plain_options(cfg: Mapping) -> dict[str, Any]:
-    """The dataset node as a plain dict; a mandatory value left unset (`???`) becomes None."""
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    return {key: None if value == "???" else value for key, value in cfg.items()}
-
-
-def option(options: Mapping[str, Any], key: str) -> Any:
-    """A dataset option that must be set."""
-    value = options.get(key)
-    if value is None:
-        raise UserError(f"dataset {options.get('name')}: option dataset.{key} is not set; give it as dataset.{key}=...")
-    return value
-
-
-def choice(options: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
-    value = option(options, key)
+def choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise UserError(f"dataset.{key}={value!r} is not supported; allowed: {', '.join(allowed)}")
     return value
 
 
-def count(options: Mapping[str, Any], key: str, minimum: int = 0) -> int:
+def count(key: str, value: Any, minimum: int = 0) -> int:
     """A whole-number option >= minimum."""
-    value = option(options, key)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UserError(f"dataset.{key}={value!r} must be a whole number >= {minimum}")
     return value
 
 
-def data_root(options: Mapping[str, Any]) -> Path:
+def data_root(root: str | None) -> Path:
     """The data folder, absolute, so error messages say exactly where we looked."""
-    return Path(str(option(options, "root"))).expanduser().resolve()
+    if root is None:
+        raise UserError("dataset.root is not set; give the data folder as dataset.root=...")
+    return Path(str(root)).expanduser().resolve()
 
 
 def data_error(dataset: str, where: Path, problem: str, remedy: str) -> UserError:

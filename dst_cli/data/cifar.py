@@ -7,10 +7,9 @@ fails the format checks instead.
 """
 
 import pickle
-from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +29,6 @@ from dst_cli.data.base import (
     count,
     data_error,
     data_root,
-    option,
 )
 from dst_cli.data.loaders import PlannedDataset, TensorLoader, WorkerLoader, plan_for
 from dst_cli.data.sampling import seeded_generator
@@ -176,12 +174,22 @@ def make_loader(
     return TensorLoader(images.to(settings.device), labels.to(settings.device), plan, fmt.normalize, augment)
 
 
-def build_cifar(options: Mapping[str, Any], settings: LoaderSettings) -> Data:
-    fmt = CIFAR_FORMATS[options["name"]]
-    pipeline = choice(options, "pipeline", PIPELINES)
-    val_size = count(options, "val_size")
-    num_workers = count(options, "num_workers")
-    folder = locate_files(fmt, data_root(options), bool(option(options, "download")))
+def build_cifar(
+    variant: str,
+    settings: LoaderSettings,
+    root: str | None = None,
+    download: bool = True,
+    pipeline: str = "auto",
+    num_workers: int = 4,
+    val_size: int = 0,
+    split_seed: int = 0,
+) -> Data:
+    """CIFAR-10 or -100 (`variant`); `val_size` training images held out by `split_seed`, not the run seed."""
+    fmt = CIFAR_FORMATS[variant]
+    pipeline = choice("pipeline", pipeline, PIPELINES)
+    val_size = count("val_size", val_size)
+    num_workers = count("num_workers", num_workers)
+    folder = locate_files(fmt, data_root(root), bool(download))
     train_images, train_labels = read_batch_files(fmt, [folder / name for name in fmt.train_files])
     test_images, test_labels = read_batch_files(fmt, [folder / name for name in fmt.test_files])
     if val_size >= len(train_labels):
@@ -189,7 +197,7 @@ def build_cifar(options: Mapping[str, Any], settings: LoaderSettings) -> Data:
             f"dataset.val_size={val_size} must be smaller than the {len(train_labels)} training images of {fmt.name}"
         )
 
-    train_indices, val_indices = hold_out(len(train_labels), val_size, option(options, "split_seed"))
+    train_indices, val_indices = hold_out(len(train_labels), val_size, split_seed)
     check_enough_for_one_batch(fmt.name, len(train_indices), settings)
 
     def loader(images: Tensor, labels: Tensor, train: bool) -> Loader:
@@ -202,3 +210,7 @@ def build_cifar(options: Mapping[str, Any], settings: LoaderSettings) -> Data:
         num_classes=fmt.num_classes,
         input_shape=IMAGE_SHAPE,
     )
+
+
+build_cifar10 = partial(build_cifar, "cifar10")
+build_cifar100 = partial(build_cifar, "cifar100")

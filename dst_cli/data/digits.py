@@ -1,12 +1,9 @@
 """scikit-learn's 8x8 handwritten digits: offline, small, held on the device."""
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from dst_cli.data.base import Data, LoaderSettings, check_enough_for_one_batch, option
+from dst_cli.data.base import Data, LoaderSettings, check_enough_for_one_batch
 from dst_cli.data.loaders import TensorLoader, plan_for
 from dst_cli.data.transforms import channel_normalize
 from dst_cli.errors import UserError
@@ -37,14 +34,16 @@ def stratified_split(labels: Tensor, val_size: int, test_size: int, split_seed: 
     return train.sort().values, val.sort().values, test.sort().values
 
 
-def build_digits(options: Mapping[str, Any], settings: LoaderSettings) -> Data:
-    from sklearn.datasets import load_digits  # imported here: sklearn adds ~2 s to every start
+def build_digits(
+    settings: LoaderSettings, val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0
+) -> Data:
+    """scikit-learn's 8x8 digits split stratified into train / val / test (fractions of the whole set)."""
+    from sklearn.datasets import load_digits  # imported here: sklearn adds ~1-2 s to every start
 
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.uint8).unsqueeze(1)  # (1797, 1, 8, 8)
     labels = torch.tensor(digits.target, dtype=torch.long)
-    _, val_size, test_size = split_sizes(len(labels), option(options, "val_fraction"), option(options, "test_fraction"))
-    split_seed = option(options, "split_seed")
+    _, val_size, test_size = split_sizes(len(labels), val_fraction, test_fraction)
     train_indices, val_indices, test_indices = stratified_split(labels, val_size, test_size, split_seed)
     check_enough_for_one_batch("digits", len(train_indices), settings)
 

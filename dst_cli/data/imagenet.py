@@ -1,9 +1,7 @@
 """ImageNet (or any dataset in the same layout): root/train/<class>/<image> and root/val/<class>/<image>."""
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torchvision.transforms.functional as TF
@@ -52,11 +50,15 @@ def image_folder(root: Path, split: str) -> ImageFolder:
         raise data_error("imagenet", path, "no class folders with images found", HOW_TO_PROVIDE) from error
 
 
-def build_imagenet(options: Mapping[str, Any], settings: LoaderSettings) -> Data:
-    root = data_root(options)
-    num_workers = count(options, "num_workers")
+def build_imagenet(
+    settings: LoaderSettings, root: str | None = None, num_workers: int = 8, crop_size: int = 224,
+    resize_size: int = 256,
+) -> Data:
+    """ImageNet or any folder in its layout; val/ is the test loader."""
+    root = data_root(root)
+    num_workers = count("num_workers", num_workers)
     transform = FolderTransform(
-        ResizedCropFlip(count(options, "crop_size", 1)), count(options, "resize_size", 1), IMAGENET_NORMALIZE
+        ResizedCropFlip(count("crop_size", crop_size, 1)), count("resize_size", resize_size, 1), IMAGENET_NORMALIZE
     )
     train_folder, val_folder = image_folder(root, "train"), image_folder(root, "val")
     if train_folder.classes != val_folder.classes:

@@ -1,20 +1,16 @@
 """A learnable synthetic image set: one random prototype image per class plus Gaussian noise."""
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from dst_cli.data.base import Data, LoaderSettings, check_enough_for_one_batch, count, option
+from dst_cli.data.base import Data, LoaderSettings, check_enough_for_one_batch, count
 from dst_cli.data.loaders import TensorLoader, plan_for
 from dst_cli.data.sampling import seeded_generator
 from dst_cli.data.transforms import channel_normalize
 from dst_cli.errors import UserError
 
 
-def input_shape_option(options: Mapping[str, Any]) -> tuple[int, int, int]:
-    shape = option(options, "shape")
+def input_shape_option(shape: list[int]) -> tuple[int, int, int]:
     if len(shape) != 3 or not all(isinstance(size, int) and size > 0 for size in shape):
         raise UserError(f"dataset.shape={list(shape)} must be three positive whole numbers [C, H, W]")
     return tuple(shape)
@@ -29,15 +25,25 @@ def make_split(prototypes: Tensor, size: int, noise_std: float, data_seed: int, 
     return prototypes[labels] + noise_std * noise, labels
 
 
-def build_synthetic(options: Mapping[str, Any], settings: LoaderSettings) -> Data:
-    shape = input_shape_option(options)
-    num_classes = count(options, "num_classes", minimum=2)
+def build_synthetic(
+    settings: LoaderSettings,
+    shape: list[int] = (3, 32, 32),
+    num_classes: int = 10,
+    train_size: int = 1024,
+    val_size: int = 0,
+    test_size: int = 256,
+    noise_std: float = 1.0,
+    data_seed: int = 0,
+) -> Data:
+    """One random prototype image per class plus Gaussian noise; `data_seed` fixes the data, not the run seed."""
+    shape = input_shape_option(shape)
+    num_classes = count("num_classes", num_classes, minimum=2)
     sizes = {
-        "train": count(options, "train_size", minimum=1),
-        "val": count(options, "val_size"),
-        "test": count(options, "test_size", minimum=1),
+        "train": count("train_size", train_size, minimum=1),
+        "val": count("val_size", val_size),
+        "test": count("test_size", test_size, minimum=1),
     }
-    noise_std, data_seed = float(option(options, "noise_std")), option(options, "data_seed")
+    noise_std = float(noise_std)
     check_enough_for_one_batch("synthetic", sizes["train"], settings)
 
     prototypes = torch.randn((num_classes, *shape), generator=seeded_generator("synthetic", data_seed, "prototypes"))

@@ -18,3 +18,15 @@ def init_weights(model: nn.Module) -> None:
 def scale_channels(channels: int, width: float) -> int:
     """Channel count multiplied by the width factor, rounded, never below 1."""
     return max(1, round(channels * width))
+
+
+def check_width(width: float) -> None:
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+        raise ValueError(f"model.width={width} is invalid; allowed: a number > 0")
+
+
+def check_input_size(model: str, input_shape: tuple[int, ...], minimum: int) -> None:
+    """Image models whose pooling needs at least minimum x minimum pixels."""
+    height, width_pixels = input_shape[-2:]
+    if min(height, width_pixels) < minimum:
+        raise ValueError(f"{model} needs inputs of at least {minimum}x{minimum} pixels, got {height}x{width_pixels}")

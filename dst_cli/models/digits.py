@@ -2,14 +2,15 @@
 
 from torch import nn
 
-from dst_cli.models.common import init_weights, scale_channels
+from dst_cli.models.common import check_input_size, check_width, init_weights, scale_channels
 
 # The single 2x2 max-pool needs at least 2x2 pixels.
 CNN_MIN_INPUT_SIZE = 2
 
 
-def build_mlp(num_classes: int, input_shape: tuple[int, int, int], width: float) -> nn.Module:
+def build_mlp(num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
     """flatten -> 256 -> 128 -> classes, ReLU between; width scales the two hidden layers."""
+    check_width(width)
     channels, height, width_pixels = input_shape
     hidden1 = scale_channels(256, width)
     hidden2 = scale_channels(128, width)
@@ -34,8 +35,10 @@ def conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
     ]
 
 
-def build_cnn(num_classes: int, input_shape: tuple[int, int, int], width: float) -> nn.Module:
+def build_cnn(num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
     """conv 32, conv 64, max-pool 2, conv 128, global average pool, linear (all convs 3x3 + BN + ReLU)."""
+    check_width(width)
+    check_input_size("cnn", input_shape, CNN_MIN_INPUT_SIZE)
     channels1, channels2, channels3 = (scale_channels(c, width) for c in (32, 64, 128))
     model = nn.Sequential(
         *conv_bn_relu(input_shape[0], channels1),

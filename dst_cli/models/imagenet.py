@@ -1,11 +1,12 @@
 """torchvision's ImageNet ResNet-50, randomly initialised (weights are never downloaded)."""
 
-import torchvision
 from torch import nn
 
 
 def build_resnet50_imagenet(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
     """torchvision resnet50; the stem conv is rebuilt when the input is not 3-channel."""
+    import torchvision  # imported here: it pulls in torch._dynamo (~1.4 s) that other runs do not need
+
     model = torchvision.models.resnet50(weights=None, num_classes=num_classes)
     in_channels = input_shape[0]
     if in_channels != 3:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dst_cli.models.common import init_weights, scale_channels
+from dst_cli.models.common import check_width, init_weights, scale_channels
 
 
 def projection_shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:
@@ -102,6 +102,19 @@ class CifarResNet(nn.Module):
 
 def build_resnet(depth: int, num_classes: int, input_shape: tuple[int, int, int], width: float) -> nn.Module:
     """CIFAR ResNet18, 34 or 50 (depth)."""
+    check_width(width)
     model = CifarResNet(depth, num_classes, input_shape[0], width)
     init_weights(model)
     return model
+
+
+def build_resnet18(num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
+    return build_resnet(18, num_classes, input_shape, width)
+
+
+def build_resnet34(num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
+    return build_resnet(34, num_classes, input_shape, width)
+
+
+def build_resnet50(num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
+    return build_resnet(50, num_classes, input_shape, width)

@@ -8,7 +8,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from dst_cli.models.common import init_weights, scale_channels
+from dst_cli.models.common import check_input_size, check_width, init_weights, scale_channels
 
 MAX_POOL = "M"
 
@@ -41,6 +41,8 @@ def build_features(plan: list, in_channels: int, width: float) -> nn.Sequential:
 
 def build_vgg(depth: int, num_classes: int, input_shape: tuple[int, int, int], width: float) -> nn.Module:
     """VGG16 or VGG19 (depth) for CIFAR-sized inputs."""
+    check_width(width)
+    check_input_size(f"vgg{depth}", input_shape, MIN_INPUT_SIZE)
     plan = LAYER_PLANS[depth]
     model = nn.Sequential(OrderedDict(
         features=build_features(plan, input_shape[0], width),
@@ -50,3 +52,11 @@ def build_vgg(depth: int, num_classes: int, input_shape: tuple[int, int, int], w
     ))
     init_weights(model)
     return model
+
+
+def build_vgg16(num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
+    return build_vgg(16, num_classes, input_shape, width)
+
+
+def build_vgg19(num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
+    return build_vgg(19, num_classes, input_shape, width)
