@@ -1,0 +1,133 @@
+"""A planted sparse teacher: labels from a random sparse network whose connections are known.
+
+Inputs x ~ N(0, I_d), d = `num_features`. The teacher has `teacher_units` hidden units; unit j reads
+exactly `fan_in` inputs, the supports of different units are disjoint, so teacher_units * fan_in
+inputs are relevant and all others are pure noise. Each unit's weight row has unit norm, so its
+pre-activation z_j is N(0, 1); h_j = relu(z_j) - E[relu(z)] (centred, so no class is favoured on
+average) and the label is argmax over `num_classes` of W2 h, W2 ~ N(0, 1). Labels are a
+deterministic function of x: 100% test accuracy is reachable, and a network that reads the relevant
+inputs needs few connections. With few samples and many noise inputs a dense student overfits.
+
+Everything is a function of `data_seed` (teacher and each split have their own generator), so the
+teacher is rebuilt from a run's dataset config by `planted_teacher` (scripts/planted_analysis.py).
+
+Which planted connections a student found is measured on its first layer's nonzero pattern
+(`connections_found`, `relevant_share`): hidden units may come in any order, so both metrics are
+invariant under permutations of the student's (and the teacher's) hidden units.
+"""
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dst_cli.data.base import Data, LoaderSettings, check_enough_for_one_batch, count, option
+from dst_cli.data.loaders import TensorLoader, plan_for
+from dst_cli.data.sampling import seeded_generator
+from dst_cli.data.transforms import Normalize
+from dst_cli.errors import UserError
+
+RELU_MEAN = 1 / math.sqrt(2 * math.pi)  # E[relu(z)] for z ~ N(0, 1)
+IDENTITY = Normalize(mean=(0.0,), std=(1.0,))  # inputs are standard normal by construction
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Teacher:
+    first: Tensor  # (teacher_units, num_features): exactly fan_in nonzeros per row, disjoint supports
+    second: Tensor  # (num_classes, teacher_units)
+
+    @property
+    def support(self) -> Tensor:
+        """The planted connections: bool (teacher_units, num_features)."""
+        return self.first != 0
+
+    @property
+    def relevant(self) -> Tensor:
+        """The inputs some teacher unit reads: bool (num_features,)."""
+        return self.support.any(dim=0)
+
+    def labels(self, inputs: Tensor) -> Tensor:
+        hidden = torch.relu(inputs @ self.first.T) - RELU_MEAN
+        return (hidden @ self.second.T).argmax(dim=1)
+
+
+def planted_teacher(options: Mapping[str, Any]) -> Teacher:
+    """The teacher of a planted dataset config (the `dataset` node as a plain mapping)."""
+    num_features = count(options, "num_features", minimum=1)
+    units = count(options, "teacher_units", minimum=1)
+    fan_in = count(options, "fan_in", minimum=1)
+    num_classes = count(options, "num_classes", minimum=2)
+    if units * fan_in > num_features:
+        raise UserError(
+            f"dataset planted: teacher_units={units} x fan_in={fan_in} = {units * fan_in} exceeds "
+            f"num_features={num_features}; the supports are disjoint, so use num_features >= {units * fan_in}"
+        )
+    generator = seeded_generator("planted", option(options, "data_seed"), "teacher")
+    inputs = torch.randperm(num_features, generator=generator)[: units * fan_in].view(units, fan_in)
+    weights = torch.randn((units, fan_in), generator=generator)
+    weights = weights / weights.norm(dim=1, keepdim=True)
+    first = torch.zeros((units, num_features)).scatter_(1, inputs, weights)
+    second = torch.randn((num_classes, units), generator=generator)
+    return Teacher(first, second)
+
+
+def make_split(teacher: Teacher, size: int, data_seed: int, split: str) -> tuple[Tensor, Tensor]:
+    """`size` samples labelled by the teacher; each split has its own generator, so changing one size
+    leaves the other splits unchanged."""
+    generator = seeded_generator("planted", data_seed, split)
+    inputs = torch.randn((size, teacher.first.shape[1]), generator=generator)
+    return inputs, teacher.labels(inputs)
+
+
+def build_planted(options: Mapping[str, Any], settings: LoaderSettings) -> Data:
+    teacher = planted_teacher(options)
+    sizes = {
+        "train": count(options, "train_size", minimum=1),
+        "val": count(options, "val_size"),
+        "test": count(options, "test_size", minimum=1),
+    }
+    data_seed = option(options, "data_seed")
+    check_enough_for_one_batch("planted", sizes["train"], settings)
+    num_features = teacher.first.shape[1]
+
+    def loader(split: str, train: bool) -> TensorLoader:
+        inputs, labels = make_split(teacher, sizes[split], data_seed, split)
+        plan = plan_for(len(labels), settings, train)
+        images = inputs.view(-1, 1, 1, num_features).to(settings.device)
+        return TensorLoader(images, labels.to(settings.device), plan, IDENTITY)
+
+    return Data(
+        train=loader("train", train=True),
+        val=loader("val", train=False) if sizes["val"] else None,
+        test=loader("test", train=False),
+        num_classes=teacher.second.shape[0],
+        input_shape=(1, 1, num_features),
+    )
+
+
+def connections_found(support: Tensor, student: Tensor) -> float:
+    """Share of the planted connections the student reproduces, each teacher unit matched to its best
+    student unit: sum_j max_u |S_j & A_u| / sum_j |S_j|.
+
+    `support` (teacher_units, d) and `student` (student_units, d) are bool input-connection patterns
+    (`student`: the nonzeros of the first layer's weight). A teacher unit computes relu of a weighted
+    sum of all its inputs, which one student unit can only reproduce if it is connected to all of
+    them; the metric is 1 exactly when every teacher unit's inputs are all wired into some student
+    unit, and is unchanged by any reordering of either network's hidden units.
+    """
+    overlap = support.float() @ student.float().T  # (teacher_units, student_units)
+    return (overlap.max(dim=1).values.sum() / support.sum()).item()
+
+
+def relevant_share(relevant: Tensor, student: Tensor) -> float:
+    """Share of the student's first-layer connections that read a relevant input (0 if it has none).
+
+    A random mask scores relevant.mean() (the relevant share of inputs); a student that spends its
+    connections on noise inputs scores lower, one that found the relevant inputs approaches 1.
+    """
+    active = student.sum()
+    return (student[:, relevant].sum() / active).item() if active else 0.0
