@@ -189,7 +189,7 @@ def test_a_terminal_run_shows_a_line_at_once_and_leaves_one_log_line_per_epoch(t
                f"hydra.run.dir={run_dir}"]
     output, first_byte_s, code = read_pty(command, tmp_path, timeout_s=240)
     assert code == 0, output.decode(errors="replace")[-2000:]
-    assert first_byte_s is not None and first_byte_s < 1.0
+    assert first_byte_s is not None and first_byte_s < 2.0  # well under 1 s on an idle machine; torch takes > 5 s
     messages = [line.split(" - ", 1)[1] for line in (run_dir / "train.log").read_text().splitlines() if " - " in line]
     assert [message.split()[0] for message in messages if re.match(r"\s*\d+/3 ", message)] == ["1/3", "2/3", "3/3"]
     shown = visible_text(output.decode(errors="replace"))

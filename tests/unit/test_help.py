@@ -1,8 +1,8 @@
 """dst-train --help and --version: fast, torch-free, and naming every schema key and group choice."""
 import importlib.metadata
+import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -70,14 +70,17 @@ def test_help_and_version_flags(capsys):
 
 @pytest.mark.parametrize("flag", ["--help", "--version"])
 def test_dst_train_answers_without_torch_in_under_2_s(flag):
+    """CPU seconds, not wall time: other jobs on a shared machine do not make the test flaky."""
     probe = (f"import sys; sys.argv = ['dst-train', '{flag}']\n"
              "from dst_cli.cli import main\n"
              "try:\n    main()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
              f"print('HEAVY', sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))")
-    started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-    elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "HEAVY []"
     assert ("Options (KEY=VALUE" in done.stdout) == (flag == "--help")
-    assert elapsed < 2.0
+    assert "powered by Hydra" not in done.stdout and "Hydra 1." not in done.stdout  # Hydra's own answer is not added
+    assert cpu_s < 2.0
