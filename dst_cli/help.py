@@ -15,6 +15,7 @@ HELP_FLAGS = ("--help", "-h")
 WIDTH = 80
 KEY_COLUMN = 30  # "key=default" column; the meaning starts after it
 ABSENT = object()  # a key the default composition does not have
+UNBROKEN_SPACE = "\x00"  # a space the wrapping must not break at (inside "[allowed values]")
 
 ABOUT = """\
 dst-train: dynamic sparse training. The network stays sparse from the first step to the last; every
@@ -109,7 +110,7 @@ def shown(value: Any) -> str:
 def entry(name: str, *paragraphs: str) -> list[str]:
     """`name` in the key column, each paragraph wrapped beside it (the first below it if the name is too long)."""
     indent = " " * (KEY_COLUMN + 2)
-    lines = [line for paragraph in paragraphs if paragraph
+    lines = [line.replace(UNBROKEN_SPACE, " ") for paragraph in paragraphs if paragraph
              for line in textwrap.wrap(paragraph, WIDTH, initial_indent=indent, subsequent_indent=indent)]
     if lines and len(name) <= KEY_COLUMN - 2:
         return [f"  {name.ljust(KEY_COLUMN)}{lines[0][KEY_COLUMN + 2:]}", *lines[1:]]
@@ -136,6 +137,7 @@ def schema_rows(cfg) -> list[tuple[str, str]]:
         if len(only) < len(OPTIM_SCHEMAS):
             meaning += f" (optim={', '.join(only)} only)"
         value = OmegaConf.select(cfg, key, default=ABSENT)
+        allowed = allowed.replace(" ", UNBROKEN_SPACE)
         rows.append((key if value is ABSENT else f"{key}={shown(value)}", f"{meaning} [{allowed}]"))
     return rows
 
