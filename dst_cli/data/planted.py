@@ -9,7 +9,7 @@ deterministic function of x: 100% test accuracy is reachable, and a network that
 inputs needs few connections. With few samples and many noise inputs a dense student overfits.
 
 Everything is a function of `data_seed` (teacher and each split have their own generator), so the
-teacher is rebuilt from a run's dataset config by `planted_teacher` (scripts/planted_analysis.py).
+teacher is rebuilt from a run's dataset config by `teacher_from_config` (scripts/planted_analysis.py).
 
 Which planted connections a student found is measured on its first layer's nonzero pattern
 (`connections_found`, `relevant_share`): hidden units may come in any order, so both metrics are
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dst_cli.data.base import Data, LoaderSettings, check_enough_for_one_batch, count, option
+from dst_cli.data.base import Data, LoaderSettings, check_enough_for_one_batch, count
 from dst_cli.data.loaders import TensorLoader, plan_for
 from dst_cli.data.sampling import seeded_generator
 from dst_cli.data.transforms import Normalize
@@ -32,7 +32,7 @@ from dst_cli.errors import UserError
 
 RELU_MEAN = 1 / math.sqrt(2 * math.pi)  # E[relu(z)] for z ~ N(0, 1)
 IDENTITY = Normalize(mean=(0.0,), std=(1.0,))  # inputs are standard normal by construction
-SPLITS = ("train", "val", "test")
+TEACHER_OPTIONS = ("num_features", "teacher_units", "fan_in", "num_classes", "data_seed")
 
 
 @dataclass(frozen=True)
@@ -55,24 +55,32 @@ class Teacher:
         return (hidden @ self.second.T).argmax(dim=1)
 
 
-def planted_teacher(options: Mapping[str, Any]) -> Teacher:
-    """The teacher of a planted dataset config (the `dataset` node as a plain mapping)."""
-    num_features = count(options, "num_features", minimum=1)
-    units = count(options, "teacher_units", minimum=1)
-    fan_in = count(options, "fan_in", minimum=1)
-    num_classes = count(options, "num_classes", minimum=2)
+def planted_teacher(num_features: int, teacher_units: int, fan_in: int, num_classes: int, data_seed: int) -> Teacher:
+    """The teacher of a planted dataset; a function of its arguments only."""
+    num_features = count("num_features", num_features, minimum=1)
+    units = count("teacher_units", teacher_units, minimum=1)
+    fan_in = count("fan_in", fan_in, minimum=1)
+    num_classes = count("num_classes", num_classes, minimum=2)
     if units * fan_in > num_features:
         raise UserError(
             f"dataset planted: teacher_units={units} x fan_in={fan_in} = {units * fan_in} exceeds "
             f"num_features={num_features}; the supports are disjoint, so use num_features >= {units * fan_in}"
         )
-    generator = seeded_generator("planted", option(options, "data_seed"), "teacher")
+    generator = seeded_generator("planted", data_seed, "teacher")
     inputs = torch.randperm(num_features, generator=generator)[: units * fan_in].view(units, fan_in)
     weights = torch.randn((units, fan_in), generator=generator)
     weights = weights / weights.norm(dim=1, keepdim=True)
     first = torch.zeros((units, num_features)).scatter_(1, inputs, weights)
     second = torch.randn((num_classes, units), generator=generator)
     return Teacher(first, second)
+
+
+def teacher_from_config(dataset: Mapping[str, Any]) -> Teacher:
+    """The teacher of a run's `dataset` config node (e.g. from its .hydra/config.yaml)."""
+    missing = [name for name in TEACHER_OPTIONS if name not in dataset]
+    if missing:
+        raise UserError(f"the dataset config has no {', '.join(missing)}; is it a planted dataset?")
+    return planted_teacher(**{name: dataset[name] for name in TEACHER_OPTIONS})
 
 
 def make_split(teacher: Teacher, size: int, data_seed: int, split: str) -> tuple[Tensor, Tensor]:
@@ -83,16 +91,25 @@ def make_split(teacher: Teacher, size: int, data_seed: int, split: str) -> tuple
     return inputs, teacher.labels(inputs)
 
 
-def build_planted(options: Mapping[str, Any], settings: LoaderSettings) -> Data:
-    teacher = planted_teacher(options)
+def build_planted(
+    settings: LoaderSettings,
+    num_features: int = 256,
+    teacher_units: int = 8,
+    fan_in: int = 4,
+    num_classes: int = 4,
+    train_size: int = 4000,
+    val_size: int = 1000,
+    test_size: int = 2000,
+    data_seed: int = 0,
+) -> Data:
+    """Samples of the planted teacher as tensors on the device; `data_seed` fixes teacher and data, not the run seed."""
+    teacher = planted_teacher(num_features, teacher_units, fan_in, num_classes, data_seed)
     sizes = {
-        "train": count(options, "train_size", minimum=1),
-        "val": count(options, "val_size"),
-        "test": count(options, "test_size", minimum=1),
+        "train": count("train_size", train_size, minimum=1),
+        "val": count("val_size", val_size),
+        "test": count("test_size", test_size, minimum=1),
     }
-    data_seed = option(options, "data_seed")
     check_enough_for_one_batch("planted", sizes["train"], settings)
-    num_features = teacher.first.shape[1]
 
     def loader(split: str, train: bool) -> TensorLoader:
         inputs, labels = make_split(teacher, sizes[split], data_seed, split)
@@ -104,7 +121,7 @@ def build_planted(options: Mapping[str, Any], settings: LoaderSettings) -> Data:
         train=loader("train", train=True),
         val=loader("val", train=False) if sizes["val"] else None,
         test=loader("test", train=False),
-        num_classes=teacher.second.shape[0],
+        num_classes=num_classes,
         input_shape=(1, 1, num_features),
     )
 
