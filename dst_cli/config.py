@@ -24,7 +24,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from dst_cli.errors import UserError
 
 DISTRIBUTIONS = ("erk", "er", "uniform")  # = dst_cli.sparse.DISTRIBUTIONS
-SCHEDULE_PRESETS = ("itop", "rigl")  # = the keys of dst_cli.sparse.SCHEDULE_PRESETS
+SCHEDULE_PRESETS = ("rigl", "itop")  # = the keys of dst_cli.sparse.SCHEDULE_PRESETS
 DECAYS = ("cosine", "linear", "constant")  # = dst_cli.sparse.DECAYS
 ROUNDINGS = ("round", "int", "ceil")  # = dst_cli.sparse.ROUNDINGS
 DEVICES = ("auto", "cpu", "cuda")
@@ -198,16 +198,18 @@ class TrainConfig:
     dense_first_layer: bool = key(False, BOOLEAN, "keep the first prunable layer dense")
     dense_last_layer: bool = key(False, BOOLEAN, "keep the last prunable layer (the classifier) dense")
     seed: int = key(0, number_range(0, MAX_SEED, integer=True), "seed of the weights, masks and batch order")
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig, metadata={"help": "the training loop"})
     model: Any = key(MISSING, Check("a config with _target_", lambda v: True),
                      "_target_: any nn.Module class or factory; the other keys are its keyword arguments")
     dataset: Any = key(MISSING, Check("a config with _target_", lambda v: True),
                        "_target_: a callable returning train and test (and val) datasets; other keys: its arguments")
     acq: Any = key(MISSING, Check("a config with name or _target_", lambda v: True),
                    "acquisition function: name (ee, rigl, set, ...) + options, or _target_ + its arguments")
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig,
+                                     metadata={"help": "when and how much the topology changes"})
     optim: Any = key(MISSING, Check("an optim config", lambda v: True), "optimizer and learning-rate schedule")
-    logger: LoggerConfig = field(default_factory=lambda: LoggerConfig(name="none"))
+    logger: LoggerConfig = field(default_factory=lambda: LoggerConfig(name="none"),
+                                 metadata={"help": "where metrics go besides metrics.jsonl"})
 
 
 OPTIM_SCHEMAS = {"sgd": SGDConfig, "adamw": AdamWConfig}
@@ -290,8 +292,7 @@ def check_node(node: DictConfig, schema: type, prefix: str) -> None:
     for name in node:
         dotted = f"{prefix}{name}"
         if name not in specs and name != "hydra":
-            raise UserError(f"{dotted} is not a config key; allowed under {prefix.rstrip('.') or 'the top level'}: "
-                            f"{', '.join(specs)}")
+            raise UserError(describe_bad_key(dotted, unknown=True))
     for name, spec in specs.items():
         dotted = f"{prefix}{name}"
         if prefix == "" and name in (*PLUGIN_GROUPS, "optim"):

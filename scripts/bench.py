@@ -1,13 +1,12 @@
 """Time training steps of dense vs dynamic sparse training, through the code the trainer runs.
 
-Every method gets its own model, optimizer and (sparse methods) SparseEngine, built as dst-train builds them,
-and trains on one fixed synthetic batch with dst_cli.train.train_step. Two costs are measured apart:
+Every method gets its own model, optimizer and (sparse methods) SparseEngine, built by dst_cli.build.build_run
+from the dst-train config (synthetic data of the given shape), and trains on one fixed batch with
+dst_cli.train.train_step. Two costs are measured apart:
 
-  step:   a regular training step (forward, backward, optimizer step, zeroing the inactive weights);
-  update: one mask update (engine.before_optimizer_step at an update step: drop and grow in every layer),
-          on the gradients of the step before it.
-The share of a sparse step that dense training does not do, zeroing the inactive weights after the
-optimizer step (engine.after_optimizer_step), is also timed on its own ("apply").
+  step:   a regular training step (forward, backward, engine.step(): optimizer step, zeroing the inactive
+          weights);
+  update: one mask update (engine.update: drop and grow in every layer), on the gradients of the step before it.
 
 amortised = step + update / update_interval. Methods are timed in alternating blocks (the order rotates
 every block) and each time is the median over blocks. The ratio to dense pairs each block's step time with
@@ -28,29 +27,26 @@ Sparse training here is a dense computation on masked weights (no sparse kernels
 """
 import argparse
 import ctypes
-import importlib.resources
 import json
 import platform
 import re
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_module
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from dst_cli.build import build_run, resolve_device
+from dst_cli.cli import group_options
 from dst_cli.errors import UserError
-from dst_cli.models import MODELS, build_model
-from dst_cli.optim import build_optimizer
-from dst_cli.sparse.acquisition import ACQUISITIONS, build_acquisition
-from dst_cli.sparse.engine import SparseEngine
-from dst_cli.sparse.schedule import UpdateSchedule
-from dst_cli.train import resolve_device, resolve_switch, train_step
+from dst_cli.sparse import SparseEngine, acquisition_names
+from dst_cli.train import train_step
 
 DENSE = "dense"
 # The benchmark's schedule runs this many update intervals, so every measured update is near its start
@@ -64,14 +60,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "batches; print a table and optionally write JSON.",
         epilog="Example: python scripts/bench.py --model vgg19 --width 0.25 --batch-size 64 --out bench.json",
     )
-    parser.add_argument("--model", default="vgg19", choices=sorted(MODELS), help="model (default: vgg19)")
+    parser.add_argument("--model", default="vgg19", choices=[m for m in group_options("model") if m != "custom"],
+                        help="model (default: vgg19)")
     parser.add_argument("--width", type=float, default=1.0, help="channel width factor (default: 1.0)")
     parser.add_argument("--batch-size", type=int, default=128, help="training batch size (default: 128)")
     parser.add_argument("--input-shape", type=int, nargs=3, default=[3, 32, 32], metavar=("C", "H", "W"),
                         help="shape of one input (default: 3 32 32)")
     parser.add_argument("--num-classes", type=int, default=10, help="number of classes (default: 10)")
     parser.add_argument("--methods", nargs="+", default=["ee", "rigl", "set", "random"],
-                        choices=sorted(ACQUISITIONS),
+                        choices=acquisition_names(),
                         help="sparse methods timed against dense (default: ee rigl set random)")
     parser.add_argument("--sparsity", type=float, default=0.98, help="sparsity, ERK-distributed (default: 0.98)")
     parser.add_argument("--update-interval", type=int, default=100,
@@ -83,7 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="channels_last memory format (default: on for CUDA, off for CPU, as dst-train)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (default: off)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: as dst-train, the physical cores)")
     parser.add_argument("--warmup", type=int, default=5,
                         help="untimed steps per method before timing, plus one untimed update (default: 5)")
     parser.add_argument("--blocks", type=int, default=10, help="timed blocks per method (default: 10)")
@@ -110,12 +108,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--sparsity={args.sparsity} is invalid; allowed: a number in [0, 1)")
 
 
-def load_conf(group: str, name: str) -> dict:
-    """conf/<group>/<name>.yaml as dst-train ships it, so the benchmark uses the trainer's defaults."""
-    path = importlib.resources.files("dst_cli.conf").joinpath(group, f"{name}.yaml")
-    return OmegaConf.to_container(OmegaConf.load(str(path)))
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -128,7 +120,6 @@ class Settings:
     device: torch.device
     bf16: bool
     memory_format: torch.memory_format
-    compile: bool
     inputs: torch.Tensor
     targets: torch.Tensor
 
@@ -146,41 +137,51 @@ class Runner:
     updates_done: int = 0
     step_seconds: list[float] = field(default_factory=list)  # per block: mean seconds of a regular step
     update_seconds: list[float] = field(default_factory=list)  # per block: seconds of one update
-    apply_seconds: list[float] = field(default_factory=list)  # per block: seconds of one mask apply
     peak_memory_bytes: int | None = None
 
     def regular_steps(self, settings: Settings, count: int) -> None:
-        # The step number matters only on update steps; 1 never is one (the interval is at least 2).
         for _ in range(count):
             train_step(self.forward_model, self.criterion, self.optimizer, self.engine,
-                       settings.inputs, settings.targets, step=1, bf16=settings.bf16)
+                       settings.inputs, settings.targets, bf16=settings.bf16)
 
     def update(self) -> None:
         """One mask update at the next update step, on the gradients left by the last regular step."""
         self.updates_done += 1
-        self.engine.before_optimizer_step(self.updates_done * self.update_interval)
+        self.engine.update(self.updates_done * self.update_interval)
 
 
-def build_runner(method: str, args: argparse.Namespace, settings: Settings) -> Runner:
-    torch.manual_seed(args.seed)  # every method starts from the same weights
-    model = build_model(args.model, args.num_classes, tuple(args.input_shape), args.width)
-    model = model.to(settings.device, memory_format=settings.memory_format)
-    optimizer = build_optimizer(load_conf("optim", "sgd"), model)
-    engine = None
-    if method != DENSE:
-        schedule_options = {key: value for key, value in load_conf("schedule", "itop").items() if key != "name"}
-        schedule_options["update_interval"] = args.update_interval
-        total_steps = args.update_interval * SCHEDULE_LENGTH_IN_UPDATES
-        schedule = UpdateSchedule(**schedule_options, total_steps=total_steps)
-        generator = torch.Generator(settings.device).manual_seed(args.seed)
-        acq_options = {key: value for key, value in load_conf("acq", method).items() if key != "name"}
-        acq = build_acquisition(method, generator, **acq_options)
-        engine = SparseEngine(model, optimizer, args.sparsity, "erk", schedule, acq, generator)
-    forward_model = torch.compile(model) if settings.compile else model
-    return Runner(method, forward_model, optimizer, nn.CrossEntropyLoss(), engine, args.update_interval)
+def run_overrides(method: str, args: argparse.Namespace) -> list[str]:
+    """The dst-train config of one method: the model on synthetic data of one batch per epoch; the schedule runs
+    SCHEDULE_LENGTH_IN_UPDATES update intervals, so every measured update is near its start. Dense: sparsity 0
+    (its engine is never called)."""
+    switch = lambda value: "auto" if value is None else str(value).lower()
+    return [
+        f"model={args.model}", *([f"model.width={args.width}"] if args.width != 1.0 else []),
+        "dataset=synthetic", f"dataset.shape=[{','.join(map(str, args.input_shape))}]",
+        f"dataset.num_classes={args.num_classes}", f"dataset.train_size={args.batch_size}", "dataset.test_size=1",
+        f"trainer.batch_size={args.batch_size}", f"trainer.epochs={args.update_interval * SCHEDULE_LENGTH_IN_UPDATES}",
+        f"trainer.device={args.device}", f"trainer.threads={args.threads or 'auto'}",
+        f"trainer.bf16={switch(args.bf16)}", f"trainer.channels_last={switch(args.channels_last)}",
+        f"trainer.compile={str(args.compile).lower()}", f"seed={args.seed}", f"sparsity={0.0 if method == DENSE else args.sparsity}",
+        "distribution=erk", "schedule=itop", f"schedule.update_interval={args.update_interval}",
+        f"acq={'static' if method == DENSE else method}",
+    ]
+
+
+def build_runner(method: str, args: argparse.Namespace) -> tuple[Runner, Settings]:
+    """The method's model, optimizer and engine as dst-train builds them (dense: the same without the engine)."""
+    with initialize_config_module(config_module="dst_cli.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=run_overrides(method, args))
+    run = build_run(cfg)
+    inputs, targets = next(run.data.train.batches(0))
+    settings = Settings(run.device, run.bf16, run.memory_format, inputs.contiguous(memory_format=run.memory_format),
+                        targets)
+    engine = None if method == DENSE else run.engine
+    return Runner(method, run.forward_model, run.optimizer, run.criterion, engine, args.update_interval), settings
 
 
 def warm_up(runner: Runner, settings: Settings, steps: int) -> None:
+    """Untimed steps (and one update) before timing."""
     runner.regular_steps(settings, steps)
     if runner.engine is not None:
         runner.update()
@@ -237,27 +238,12 @@ class PeakMemory:
 
 def prepare(args: argparse.Namespace) -> tuple[Settings, list[Runner]]:
     """Build and warm up every method (measuring its peak memory), after a throwaway warm-up of the libraries."""
-    device = resolve_device(args.device)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    generator = torch.Generator().manual_seed(args.seed)
-    settings = Settings(
-        device=device,
-        bf16=resolve_switch("auto" if args.bf16 is None else args.bf16, device),
-        memory_format=torch.channels_last
-        if resolve_switch("auto" if args.channels_last is None else args.channels_last, device)
-        else torch.contiguous_format,
-        compile=args.compile,
-        inputs=torch.randn((args.batch_size, *args.input_shape), generator=generator).to(device),
-        targets=torch.randint(0, args.num_classes, (args.batch_size,), generator=generator).to(device),
-    )
-    settings.inputs = settings.inputs.contiguous(memory_format=settings.memory_format)
     # One-time costs (library initialisation, workspaces) would otherwise land on the first method measured.
-    warm_up(build_runner(DENSE, args, replace(settings, compile=False)), settings, 2)
+    warm_up(*build_runner(DENSE, args), 2)
     runners = []
     for method in [DENSE, *args.methods]:
-        with PeakMemory(device) as peak:
-            runner = build_runner(method, args, settings)
+        with PeakMemory(resolve_device(args.device)) as peak:
+            runner, settings = build_runner(method, args)
             warm_up(runner, settings, args.warmup)
         runner.peak_memory_bytes = peak.bytes
         runners.append(runner)
@@ -281,7 +267,6 @@ def measure(runners: list[Runner], settings: Settings, blocks: int, block_steps:
             runner.step_seconds.append(seconds / block_steps)
             if runner.engine is not None:
                 runner.update_seconds.append(timed(runner.update, settings.device))
-                runner.apply_seconds.append(timed(runner.engine.after_optimizer_step, settings.device))
 
 
 def results(runners: list[Runner]) -> list[dict]:
@@ -296,7 +281,6 @@ def results(runners: list[Runner]) -> list[dict]:
             "method": runner.method,
             "step_ms": 1e3 * step,
             "update_ms": 1e3 * update if runner.update_seconds else None,
-            "apply_ms": 1e3 * statistics.median(runner.apply_seconds) if runner.apply_seconds else None,
             "amortised_ms": 1e3 * (step + update / runner.update_interval),
             "step_ratio": step_ratio,
             "ratio": step_ratio + update / runner.update_interval / dense_step,
@@ -330,12 +314,11 @@ def print_table(report: dict) -> None:
              f"update every {settings['update_interval']} steps, {settings['device']}")
     caption = "times in ms, medians over blocks; ratio = amortised step / dense step (paired by block)"
     table = Table(title=title, caption=caption)
-    for column in ("method", "step", "apply", "update", "amortised", "step ratio", "ratio", "peak MB"):
+    for column in ("method", "step", "update", "amortised", "step ratio", "ratio", "peak MB"):
         table.add_column(column, justify="left" if column == "method" else "right")
     number = lambda value, digits: "-" if value is None else f"{value:.{digits}f}"
     for row in report["results"]:
-        table.add_row(row["method"], number(row["step_ms"], 2), number(row["apply_ms"], 2),
-                      number(row["update_ms"], 2), number(row["amortised_ms"], 2), number(row["step_ratio"], 3),
+        table.add_row(row["method"], number(row["step_ms"], 2), number(row["update_ms"], 2), number(row["amortised_ms"], 2), number(row["step_ratio"], 3),
                       number(row["ratio"], 3), number(row["peak_memory_mb"], 1))
     Console().print(table)
 

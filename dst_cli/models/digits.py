@@ -1,5 +1,7 @@
 """Small networks for tiny inputs such as the 8x8 sklearn digits."""
 
+import math
+
 from torch import nn
 
 from dst_cli.models.common import check_input_size, check_width, init_weights, scale_channels
@@ -8,15 +10,14 @@ from dst_cli.models.common import check_input_size, check_width, init_weights, s
 CNN_MIN_INPUT_SIZE = 2
 
 
-def build_mlp(num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
-    """flatten -> 256 -> 128 -> classes, ReLU between; width scales the two hidden layers."""
+def build_mlp(num_classes: int, input_shape: tuple[int, ...], width: float = 1.0) -> nn.Module:
+    """flatten -> 256 -> 128 -> classes, ReLU between; width scales the two hidden layers. Any input shape."""
     check_width(width)
-    channels, height, width_pixels = input_shape
     hidden1 = scale_channels(256, width)
     hidden2 = scale_channels(128, width)
     model = nn.Sequential(
         nn.Flatten(),
-        nn.Linear(channels * height * width_pixels, hidden1),
+        nn.Linear(math.prod(input_shape), hidden1),
         nn.ReLU(inplace=True),
         nn.Linear(hidden1, hidden2),
         nn.ReLU(inplace=True),

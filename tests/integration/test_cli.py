@@ -4,14 +4,19 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from dst_cli.cli import group_options
+
 pytestmark = pytest.mark.slow
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def dst_train(*args, cwd):
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    # the repo root on the path, as a user's own package would be: tests.plugins.* are importable
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run([sys.executable, "-m", "dst_cli", *args], cwd=cwd, capture_output=True, text=True,
                           env=env, timeout=300)
 
@@ -49,12 +54,17 @@ def test_sweep_over_the_other_acquisition_functions(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["acq=foo"], "acq=foo is not an option; allowed: ee, random, rigl, set, static"),
+    (["acq=foo"], f"acq=foo is not an option; allowed: {', '.join(group_options('acq'))}"),
     (["sparsity=1.5"], "sparsity=1.5 is invalid; allowed: a number in [0, 1)"),
     (["trainer.epochs=0"], "trainer.epochs=0 is invalid"),
     (["trainer.batch_size=-2"], "trainer.batch_size=-2 is invalid"),
     (["schedule.update_interval=0"], "schedule.update_interval=0 is invalid"),
     (["dataset=cifar10", "dataset.download=false"], "dataset cifar10: files not found"),
+    # a value of issue 8 that ran to the end, one that ended in a traceback (all of them: tests/unit/test_config.py)
+    (["trainer.bf16=maybe"], "trainer.bf16=maybe is invalid; allowed: auto | true | false"),
+    (["model.width=x"], "model.width=x is invalid; allowed: a number"),
+    (["model._target_=tests.plugins.models.Conv1dNet", "+model.channels=0"],
+     "model (tests.plugins.models.Conv1dNet): channels must be >= 1, got 0"),
 ])
 def test_bad_input_is_one_line_nonzero_exit_and_no_run_dir(tmp_path, args, message):
     result = dst_train("experiment=quickstart", *args, cwd=tmp_path)
@@ -73,3 +83,41 @@ def test_a_run_dir_with_a_broken_checkpoint_is_named_and_kept(tmp_path):
     assert result.returncode == 2
     assert "last.pt is not a readable dst-cli checkpoint" in result.stderr
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == b"\x00garbage"
+
+
+def test_own_conv1d_model_by_target_trains_and_counts_its_flops(tmp_path):
+    result = dst_train("experiment=quickstart", "model._target_=tests.plugins.models.Conv1dNet", "trainer.epochs=3",
+                       "trainer.progress=none", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["status"], summary["model"]) == ("completed", "Conv1dNet")
+    assert list(summary["layers"]) == ["conv1.weight", "conv2.weight", "head.weight"]
+    assert summary["layers"]["conv1.weight"]["shape"] == [32, 1, 3]
+    assert summary["density"] == pytest.approx(0.10, abs=2e-3)
+    assert 0 < summary["inference_flops_ratio"] < summary["train_flops_ratio"] < 0.2
+    assert summary["best_test_acc"] > 0.5  # it learns (chance: 0.1)
+
+
+def test_own_acquisition_class_by_target_with_its_option(tmp_path):
+    result = dst_train("experiment=quickstart", "acq._target_=tests.plugins.acq.MyAcq", "+acq.alpha=0.3",
+                       "trainer.epochs=2", "trainer.progress=none", "schedule.update_interval=5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["status"], summary["acq"]) == ("completed", "MyAcq")
+    assert summary["density"] == pytest.approx(0.10, abs=2e-3)
+    assert summary["explored"] > 1.5 * summary["density"]  # its updates moved weights
+
+
+def test_own_dataset_callable_by_target(tmp_path):
+    result = dst_train("experiment=quickstart", "dataset._target_=tests.plugins.data.make_data", "+dataset.size=256",
+                       "model=mlp", "trainer.epochs=2", "trainer.progress=none", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["status"], summary["dataset"]) == ("completed", "make_data")
+    assert summary["steps"] == 2 * (256 // 64)
+    assert summary["best_metric"] == "val/acc"  # the callable returned (train, val, test)
+    assert summary["layers"]["1.weight"]["shape"] == [256, 16]  # input_shape (16,) inferred from the data
+    assert summary["layers"]["5.weight"]["shape"] == [3, 128]  # num_classes 3 inferred from the labels

@@ -1,0 +1,22 @@
+"""A model no built-in config describes: 1-d convolutions over the flattened image (Conv1d is prunable)."""
+import math
+
+import torch
+from torch import nn
+
+
+class Conv1dNet(nn.Module):
+    """conv1d(k=3) -> ReLU -> conv1d(k=3) -> ReLU -> linear over all positions."""
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, ...], channels: int = 32):
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        self.conv1 = nn.Conv1d(input_shape[0], channels, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(channels, channels, kernel_size=3, padding=1)
+        self.head = nn.Linear(channels * math.prod(input_shape[1:]), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(2)  # (batch, channels, positions)
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.head(x.flatten(1))
