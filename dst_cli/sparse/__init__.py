@@ -14,12 +14,16 @@ from dst_cli.sparse.distribution import DISTRIBUTIONS, layer_densities
 from dst_cli.sparse.engine import DDP_MODES, SparseEngine
 from dst_cli.sparse.errors import MasksDiverged, SparseConfigError
 from dst_cli.sparse.flops import inference_flops_ratio, layer_flops, training_flops_ratio
+from dst_cli.sparse.init import INIT_METHODS, INIT_OPTIONS, init_masks
 from dst_cli.sparse.prunable import is_prunable, prunable_weights
-from dst_cli.sparse.schedule import DECAYS, ROUNDINGS, SCHEDULE_OPTIONS, SCHEDULE_PRESETS, UpdateSchedule, schedule_preset
+from dst_cli.sparse.schedule import (
+    DECAYS, ROUNDINGS, SCHEDULE_OPTIONS, SCHEDULE_PRESETS, UpdateSchedule, gradual_density, schedule_preset,
+)
 
 __all__ = [
-    "Acquisition", "DDP_MODES", "DECAYS", "DISTRIBUTIONS", "MasksDiverged", "ROUNDINGS", "SCHEDULE_OPTIONS",
-    "SCHEDULE_PRESETS", "ScoreContext", "SparseConfigError", "SparseEngine", "UpdateSchedule", "acquisition_names",
-    "inference_flops_ratio", "is_prunable", "layer_densities", "layer_flops", "make_acquisition",
-    "prunable_weights", "register_acquisition", "schedule_preset", "sparsify", "training_flops_ratio",
+    "Acquisition", "DDP_MODES", "DECAYS", "DISTRIBUTIONS", "INIT_METHODS", "INIT_OPTIONS", "MasksDiverged",
+    "ROUNDINGS", "SCHEDULE_OPTIONS", "SCHEDULE_PRESETS", "ScoreContext", "SparseConfigError", "SparseEngine",
+    "UpdateSchedule", "acquisition_names", "gradual_density", "inference_flops_ratio", "init_masks",
+    "is_prunable", "layer_densities", "layer_flops", "make_acquisition", "prunable_weights",
+    "register_acquisition", "schedule_preset", "sparsify", "training_flops_ratio",
 ]

@@ -10,6 +10,7 @@ from dst_cli.sparse.engine import DDP_MODES, SparseEngine
 from dst_cli.sparse.errors import (
     SparseConfigError, check_bool, check_choice, check_int, check_number, invalid,
 )
+from dst_cli.sparse.init import INIT_METHODS, INIT_OPTIONS, init_masks
 from dst_cli.sparse.prunable import is_prunable, prunable_weights
 from dst_cli.sparse.schedule import UpdateSchedule, resolve_schedule
 
@@ -30,6 +31,8 @@ def sparsify(
     seed: int = 0,
     generator: torch.Generator | None = None,
     ddp: str = "check",
+    init: str = "random",
+    init_options: dict | None = None,
     **schedule_overrides,
 ) -> SparseEngine:
     """Mask `sparsity` of the prunable weights of `model` and return the engine; call `engine.step()` after
@@ -44,6 +47,12 @@ def sparsify(
     seed / generator: the random masks and random growth (use the same seed on every rank).
     ddp: under torch.distributed with several ranks, "check" the masks agree after each update
         (MasksDiverged if not) or "broadcast" rank 0's masks.
+    init: the starting topology, random | snip | grasp | synflow (dst_cli.sparse.init); init_options its
+        inputs: loss_fn(outputs, targets) and batches [(inputs, targets), ...] for snip and grasp, batches
+        (only the first inputs' shape is read) for synflow, iterations (synflow), temperature (grasp).
+        Scored inits cut all sparse layers globally: a layer's count follows from its mask.
+    An acquisition may default some schedule fields (acq=dsr: regrow_dropped=False) when `schedule` is a
+    preset name and the field is not given.
     Every bad argument raises SparseConfigError naming it and what is allowed; nothing is changed then.
     """
     if not isinstance(model, nn.Module):
@@ -62,7 +71,18 @@ def sparsify(
     check_bool("dense_last_layer", dense_last_layer)
     if not isinstance(schedule, (str, UpdateSchedule)):
         raise invalid("schedule", schedule, "a preset name or an UpdateSchedule")
+    if isinstance(schedule, str):
+        schedule_overrides = {**acquisition.schedule_defaults, **schedule_overrides}
     update_schedule = resolve_schedule(schedule, total_steps, schedule_overrides)
+    start_density = density
+    if update_schedule.initial_density is not None:
+        start_density = check_number("schedule.initial_density", update_schedule.initial_density, density, 1.0)
+    check_choice("init", init, INIT_METHODS)
+    if init_options is not None and not isinstance(init_options, dict):
+        raise invalid("init_options", init_options, "a dict of the init's inputs, or None")
+    for key in init_options or {}:
+        if key not in INIT_OPTIONS:
+            raise SparseConfigError(f"init.{key}", f"init.{key} is not an init option; allowed: {', '.join(INIT_OPTIONS)}")
     if prunable is not None and not callable(prunable):
         raise invalid("prunable", prunable, "a function (name, module) -> bool, or None")
     check_int("seed", seed, 0, 2**64 - 1)
@@ -86,6 +106,8 @@ def sparsify(
     if dense_last_layer:
         dense.add(names[-1])
     shapes = {name: tuple(w.shape) for name, w in weights.items()}
-    densities = layer_densities(shapes, density, distribution, frozenset(dense))
-    return SparseEngine(weights, optimizer, densities, active_counts(shapes, densities), update_schedule,
-                        acquisition, generator, ddp)
+    densities = layer_densities(shapes, start_density, distribution, frozenset(dense))
+    masks = init_masks(init, weights, active_counts(shapes, densities), generator=generator, model=model,
+                       **(init_options or {}))
+    return SparseEngine(weights, optimizer, masks, update_schedule, acquisition, generator, ddp,
+                        dense_layers=frozenset(dense), final_density=density)

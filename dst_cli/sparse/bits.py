@@ -1,4 +1,5 @@
-"""Bit-packing of flat bool tensors (torch has no packbits): 1 bit per weight for mask snapshots."""
+"""Bit-packing of flat bool tensors (torch has no packbits): 1 bit per weight for the explored flags and the
+mask snapshots."""
 import torch
 from torch import Tensor
 
@@ -18,3 +19,11 @@ def unpack_bits(packed: Tensor, numel: int) -> Tensor:
     """The flat bool tensor of `numel` flags that pack_bits packed."""
     bits = packed.unsqueeze(1).bitwise_and(_bit_values(packed.device)).ne(0)
     return bits.flatten()[:numel]
+
+
+def count_bits(packed: Tensor) -> Tensor:
+    """How many flags are set in a pack_bits tensor (a 0-dim int64 tensor)."""
+    return _POPCOUNT.to(packed.device)[packed.long()].sum()
+
+
+_POPCOUNT = torch.tensor([bin(byte).count("1") for byte in range(256)], dtype=torch.uint8)

@@ -10,35 +10,45 @@ from torch import Tensor, nn
 
 from dst_cli.sparse.acquisition import Acquisition, ScoreContext
 from dst_cli.sparse.errors import MasksDiverged
-from dst_cli.sparse.masks import SparseMasks, random_mask
+from dst_cli.sparse.masks import SparseMasks, active_positions, finite_scores, lowest
 from dst_cli.sparse.schedule import UpdateSchedule
 
 DDP_MODES = ("check", "broadcast")
 
 
 class SparseEngine:
+    """Built by `sparsify`. `masks`: the initial bool mask of every weight (its count of active weights is
+    kept exactly, except by gradual pruning); `dense_layers`: layers kept dense by the user, left out of
+    gradual pruning; `final_density`: the density gradual pruning ends at (1 - sparsity)."""
+
     def __init__(
         self,
         weights: dict[str, nn.Parameter],
         optimizer: torch.optim.Optimizer,
-        densities: dict[str, float],
-        counts: dict[str, int],
+        masks: dict[str, Tensor],
         schedule: UpdateSchedule,
         acq: Acquisition,
         generator: torch.Generator,
         ddp: str = "check",
+        dense_layers: frozenset[str] = frozenset(),
+        final_density: float = 1.0,
     ):
         self.names = list(weights)
-        self.densities = densities
-        self.counts = [counts[name] for name in self.names]
         self.optimizer, self.schedule, self.acq, self.generator, self.ddp = optimizer, schedule, acq, generator, ddp
-        initial = {name: random_mask(w, counts[name], generator) for name, w in weights.items()}
-        self.masks = SparseMasks(weights, initial, keep_active_steps=acq.needs_active_steps)
+        self.final_density = final_density
+        self.pruned_layers = [i for i, name in enumerate(self.names) if name not in dense_layers]
+        self.masks = SparseMasks(weights, masks, keep_active_steps=acq.needs_active_steps)
+        self.counts = self.masks.active_counts()
+        self.densities = self._densities()
         self.step_count = 0        # calls of step() (training iterations seen)
         self.optimizer_steps = 0   # optimizer steps taken (fewer when update iterations skip it)
         self.updates_done = 0
         self.last_update_step = -1
         self.mask_checks = 0       # cross-rank mask agreements enforced (DDP)
+
+    def _densities(self) -> dict[str, float]:
+        """Each layer's density from its exact count (SNFS, DSR and gradual pruning move counts)."""
+        return {name: count / w.numel() for name, w, count in zip(self.names, self.masks.weights, self.counts)}
 
     # ----- the per-iteration call -----
     def step(self) -> None:
@@ -58,7 +68,8 @@ class SparseEngine:
 
     def is_update_step(self, step: int) -> bool:
         """Whether a mask update runs when `step` optimizer steps have been taken."""
-        return self.acq.updates_topology and self.schedule.is_update_step(step)
+        changes = self.acq.updates_topology or self.schedule.initial_density is not None
+        return changes and self.schedule.is_update_step(step)
 
     def _update_due(self, step: int) -> bool:
         return self.is_update_step(step) and step != self.last_update_step
@@ -80,28 +91,34 @@ class SparseEngine:
 
     @torch.no_grad()
     def update(self, step: int) -> None:
-        """Drop k active weights per layer (lowest drop score), then grow the layer's regrowth count among the
-        candidates (highest grow score). Candidates: every weight inactive after the drop, just-dropped ones
-        included when `regrow_dropped` (RigL TF sparse_optimizers_base.py:293-317; ITOP core.py:320-368);
+        """Gradual pruning when due, then drop k active weights per layer (lowest drop score; the counts may
+        be moved between layers by the acquisition's drop_counts), then grow the layer's regrowth count among
+        the candidates (highest grow score). Candidates: every weight inactive after the drop, just-dropped
+        ones included when `regrow_dropped` (RigL TF sparse_optimizers_base.py:293-317; ITOP core.py:320-368);
         else only weights inactive before the update. The count of active weights stays exact."""
+        self.masks.count_active_steps(step)
+        self._prune_gradually(step)
+        if self.acq.updates_topology:
+            self._drop_and_grow(step)
+        self.updates_done += 1
+        self.last_update_step = step
+        self._agree_across_ranks(step)
+        self.densities = self._densities()
+
+    def _drop_and_grow(self, step: int) -> None:
         masks, schedule = self.masks, self.schedule
-        masks.count_active_steps(step)
         contexts = {name: self._context(i, step) for i, name in enumerate(self.names)}
-        kept, dropped = [], {}
+        planned = {}
         for i, name in enumerate(self.names):
-            flat_mask = masks.masks[i].flatten()  # logical order, whatever the memory format
             k = schedule.drop_count(self.counts[i], step)
-            if not schedule.regrow_dropped:
-                k = min(k, flat_mask.numel() - self.counts[i])
-            after_drop = flat_mask.clone()
-            if k:
-                scores = self.acq.drop_scores(contexts[name]).flatten()
-                finite = scores.nan_to_num(nan=torch.finfo(scores.dtype).max)
-                after_drop[torch.topk(finite.masked_fill(~flat_mask, float("inf")), k, largest=False).indices] = False
-            kept.append(after_drop)
-            dropped[name] = k
-        grown = self.acq.regrowth_counts(dropped, contexts)
-        self._check_regrowth(dropped, grown, kept)
+            planned[name] = k if schedule.regrow_dropped else min(k, masks.weights[i].numel() - self.counts[i])
+        dropped = self.acq.drop_counts(planned, contexts)
+        self._check_drops(planned, dropped)
+        kept = [self._drop(i, contexts[name], dropped[name]) for i, name in enumerate(self.names)]
+        room = {name: masks.weights[i].numel() - self.counts[i] + (dropped[name] if schedule.regrow_dropped else 0)
+                for i, name in enumerate(self.names)}
+        grown = self.acq.regrowth_counts(dropped, contexts, room)
+        self._check_regrowth(dropped, grown, room)
         for i, name in enumerate(self.names):
             new_mask = kept[i]
             if grown[name]:
@@ -112,21 +129,56 @@ class SparseEngine:
             if dropped[name] or grown[name]:
                 masks.replace(i, new_mask.view(masks.masks[i].shape), self.optimizer)
             self.counts[i] += grown[name] - dropped[name]
-        self.updates_done += 1
-        self.last_update_step = step
-        self._agree_across_ranks(step)
 
-    def _check_regrowth(self, dropped: dict[str, int], grown: dict[str, int], kept: list[Tensor]) -> None:
+    def _drop(self, i: int, ctx: ScoreContext, k: int) -> Tensor:
+        """Layer i's flat mask without its k active weights of lowest drop score (ties: earlier position).
+        Only the active weights are ranked: the same choice as ranking all weights with the inactive last."""
+        after_drop = self.masks.masks[i].flatten().clone()  # logical order, whatever the memory format
+        if k:
+            active = active_positions(ctx.mask, self.counts[i])
+            scores = finite_scores(self.acq.drop_scores(ctx).flatten()[active])
+            after_drop.index_put_((active,), ~lowest(scores, k))
+        return after_drop
+
+    def _prune_gradually(self, step: int) -> None:
+        """GraNet's gradual magnitude pruning (core.py:367-413): keep exactly the planned number of the
+        sparse layers' weights, those of largest |w| across the layers (ties: the earlier layer and position
+        are pruned first); pruned weights and their optimizer state become 0 (apply_mask, core.py:528-535)."""
+        layers, masks = self.pruned_layers, self.masks
+        planned = self.schedule.planned_active(step, sum(masks.weights[i].numel() for i in layers),
+                                               self.final_density)
+        active_now = sum(self.counts[i] for i in layers)
+        if planned is None or planned >= active_now:
+            return
+        positions = [active_positions(masks.masks[i], self.counts[i]) for i in layers]
+        magnitudes = [finite_scores(masks.weights[i].detach().flatten()[p].abs()) for i, p in zip(layers, positions)]
+        pruned = lowest(torch.cat(magnitudes), active_now - planned).split([p.numel() for p in positions])
+        for i, where, cut in zip(layers, positions, pruned):
+            new_mask = masks.masks[i].flatten().clone()
+            new_mask.index_put_((where,), ~cut)
+            masks.replace(i, new_mask.view(masks.masks[i].shape), self.optimizer, reset_left=True)
+        for i, count in zip(layers, torch.stack([cut.sum() for cut in pruned]).tolist()):
+            self.counts[i] -= count
+
+    def _check_drops(self, planned: dict[str, int], dropped: dict[str, int]) -> None:
+        """An acquisition's drop_counts must keep the planned total and drop only active weights."""
+        who = f"{type(self.acq).__name__}.drop_counts"
+        if set(dropped) != set(planned) or sum(dropped.values()) != sum(planned.values()):
+            raise RuntimeError(f"{who} must return a count for every layer summing to {sum(planned.values())}, "
+                               f"got {dropped}")
+        for i, name in enumerate(self.names):
+            if not 0 <= dropped[name] <= self.counts[i]:
+                raise RuntimeError(f"{who} gave {name} {dropped[name]} weights to drop; it has 0..{self.counts[i]}")
+
+    def _check_regrowth(self, dropped: dict[str, int], grown: dict[str, int], room: dict[str, int]) -> None:
         """An acquisition's regrowth_counts must keep the global count exact and fit every layer."""
         who = f"{type(self.acq).__name__}.regrowth_counts"
         if set(grown) != set(dropped) or sum(grown.values()) != sum(dropped.values()):
             raise RuntimeError(f"{who} must return a count for every layer summing to {sum(dropped.values())}, "
                                f"got {grown}")
-        for i, name in enumerate(self.names):
-            before = self.counts[i] - dropped[name]
-            room = kept[i].numel() - before if self.schedule.regrow_dropped else kept[i].numel() - self.counts[i]
-            if not 0 <= grown[name] <= room:
-                raise RuntimeError(f"{who} gave {name} {grown[name]} weights to grow; it has room for 0..{room}")
+        for name in self.names:
+            if not 0 <= grown[name] <= room[name]:
+                raise RuntimeError(f"{who} gave {name} {grown[name]} weights to grow; it has room for 0..{room[name]}")
 
     # ----- distributed agreement -----
     def masks_checksum(self) -> Tensor:
@@ -161,10 +213,18 @@ class SparseEngine:
 
     # ----- measurements -----
     def dense_gradient_updates(self, steps: int) -> int:
-        """Mask updates within the first `steps` iterations that needed a dense gradient (for FLOPs)."""
+        """Iterations within the first `steps` that needed a dense gradient (for FLOPs): every one for an
+        acquisition with dense_gradient_every_step (SNFS), else the mask updates of a gradient-based one."""
+        if self.acq.dense_gradient_every_step:
+            return steps
         if not (self.acq.updates_topology and self.acq.uses_gradient):
             return 0
         return self.schedule.updates_within(steps)
+
+    def state_bytes_per_weight(self) -> float:
+        """Bytes of engine state per prunable weight, from the tensors held (masks, explored flags, the
+        mark_epoch snapshot, N counters when the acquisition needs them)."""
+        return self.masks.state_bytes() / self.masks.total
 
     def mark_epoch(self) -> None:
         """Remember the current masks (1 bit per weight) as the reference of `turnover`."""
@@ -205,6 +265,7 @@ class SparseEngine:
     def load_state_dict(self, state: dict) -> None:
         self.masks.load_state_dict(state)
         self.counts = [state["counts"][name] for name in self.names]
+        self.densities = self._densities()
         self.generator.set_state(state["generator"])
         self.step_count, self.optimizer_steps = state["step_count"], state["optimizer_steps"]
         self.updates_done, self.last_update_step = state["updates_done"], state["last_update_step"]

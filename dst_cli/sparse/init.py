@@ -25,6 +25,7 @@ from dst_cli.sparse.errors import SparseConfigError, check_choice, check_int, ch
 from dst_cli.sparse.masks import random_mask
 
 INIT_METHODS = ("random", "snip", "grasp", "synflow")
+INIT_OPTIONS = ("loss_fn", "batches", "iterations", "temperature")  # init_masks' keyword inputs
 
 Batch = tuple[Tensor, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]

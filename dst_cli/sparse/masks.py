@@ -3,7 +3,7 @@ layer's mask after a drop-and-grow, count active steps, remember which weights w
 import torch
 from torch import Tensor, nn
 
-from dst_cli.sparse.bits import pack_bits, unpack_bits
+from dst_cli.sparse.bits import count_bits, pack_bits, unpack_bits
 
 
 def random_mask(weight: Tensor, count: int, generator: torch.Generator) -> Tensor:
@@ -14,22 +14,49 @@ def random_mask(weight: Tensor, count: int, generator: torch.Generator) -> Tenso
     return torch.zeros_like(weight, dtype=torch.bool).copy_(flat.view(weight.shape))
 
 
-class SparseMasks:
-    """Boolean masks with an exact number of active weights per layer.
+def finite_scores(scores: Tensor) -> Tensor:
+    """NaN and +inf become the dtype's largest finite value: such a weight is dropped last, and always before
+    anything a caller marks with +inf."""
+    top = torch.finfo(scores.dtype).max
+    return scores.nan_to_num(nan=top, posinf=top)
 
-    `explored` marks every weight that has been active at some point (1 byte per weight). `active_steps`
-    (N in the EE formula, int32 per weight) exists only when an acquisition needs it; it is brought up to
-    date lazily, at every mask update, by adding the steps elapsed since the last count.
+
+def lowest(scores: Tensor, k: int) -> Tensor:
+    """Bool mask of the `k` lowest of the flat `scores`; among equal scores the earlier position goes first.
+
+    The same choice as the first k of a stable ascending sort, in O(n) and without a host sync. torch.topk
+    leaves the order of ties to the implementation, so a top-k over a subset could pick other tied weights
+    than a top-k over the whole layer; this rule picks the same ones over any subset that keeps the order.
+    """
+    if k == 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    threshold = torch.kthvalue(scores, k).values
+    below = scores < threshold
+    tied = scores == threshold
+    return below | (tied & (tied.cumsum(0) <= k - below.sum()))
+
+
+def active_positions(mask: Tensor, count: int) -> Tensor:
+    """Flat (logical-order) positions of the `count` active entries of a bool mask, ascending; no host sync."""
+    return mask.flatten().nonzero_static(size=count).squeeze(1)
+
+
+class SparseMasks:
+    """Masks with an exact number of active weights per layer, about 1 byte of state per weight.
+
+    Each layer's mask is one uint8 tensor of 0/1 (`multipliers`, the weight's memory format): the per-step
+    zeroing multiplies the weights by it, and `masks` are bool views of the same memory. `explored` (every
+    weight ever active) and `epoch_start` (the masks at the last mark_epoch) are bit-packed, 1 bit per weight
+    in logical order. `active_steps` (N in the EE formula, int32 per weight) exists only when an acquisition
+    needs it; it is brought up to date lazily, at every mask update, by adding the steps since the last count.
     """
 
     def __init__(self, weights: dict[str, nn.Parameter], masks: dict[str, Tensor], keep_active_steps: bool):
         self.names = list(weights)
         self.weights = list(weights.values())
-        self.masks = [masks[name] for name in self.names]
-        # The masks in the weights' dtype: multiplying by them is several times faster than by bool masks
-        # and keeps the per-step zeroing on the fused multi-tensor path. Refreshed whenever a mask changes.
-        self.multipliers = [m.to(w.dtype) for m, w in zip(self.masks, self.weights)]
-        self.explored = [m.clone() for m in self.masks]
+        self.multipliers = [torch.zeros_like(w, dtype=torch.uint8).copy_(masks[n]) for n, w in weights.items()]
+        self.masks = [m.view(torch.bool) for m in self.multipliers]
+        self.explored = self.packed()
         self.active_steps = [torch.zeros_like(w, dtype=torch.int32) for w in self.weights] if keep_active_steps else None
         self.counted_until = 0
         self.epoch_start = self.packed()
@@ -42,22 +69,23 @@ class SparseMasks:
 
     def count_active_steps(self, step: int) -> None:
         if self.active_steps is not None and step > self.counted_until:
-            torch._foreach_add_(self.active_steps, self.masks, alpha=step - self.counted_until)
+            torch._foreach_add_(self.active_steps, self.multipliers, alpha=step - self.counted_until)
         self.counted_until = max(self.counted_until, step)
 
     @torch.no_grad()
-    def replace(self, i: int, new_mask: Tensor, optimizer: torch.optim.Optimizer) -> None:
+    def replace(self, i: int, new_mask: Tensor, optimizer: torch.optim.Optimizer, reset_left: bool = False) -> None:
         """Make `new_mask` layer i's mask. Weights that change state become 0; weights that enter get zeroed
-        optimizer state; weights active before and after (including regrown just-dropped ones) keep both."""
+        optimizer state (and weights that leave too, with `reset_left`); weights active before and after
+        (including regrown just-dropped ones) keep both."""
         weight, mask = self.weights[i], self.masks[i]
-        entered = new_mask & ~mask
-        weight.masked_fill_(new_mask ^ mask, 0.0)
+        changed = new_mask ^ mask
+        reset = changed if reset_left else new_mask & ~mask
+        weight.masked_fill_(changed, 0.0)
         for state in optimizer.state.get(weight, {}).values():
             if isinstance(state, Tensor) and state.shape == weight.shape:
-                state.masked_fill_(entered, 0)
+                state.masked_fill_(reset, 0)
         mask.copy_(new_mask)
-        self.multipliers[i].copy_(new_mask)
-        self.explored[i] |= new_mask
+        self.explored[i] |= pack_bits(new_mask.flatten())
 
     @property
     def total(self) -> int:
@@ -68,7 +96,7 @@ class SparseMasks:
 
     def explored_share(self) -> float:
         """Share of prunable weights that have been active at some point so far."""
-        return float(sum(e.sum() for e in self.explored)) / self.total
+        return float(sum(count_bits(e) for e in self.explored)) / self.total
 
     def nonzero_density(self) -> float:
         """Density measured from the weights themselves (a weight that is exactly 0 counts as inactive)."""
@@ -82,6 +110,11 @@ class SparseMasks:
         """Share of the active weights that were not active at the last `mark_epoch` (epoch_start)."""
         entered = sum((m.flatten() & ~unpack_bits(p, m.numel())).sum() for m, p in zip(self.masks, self.epoch_start))
         return float(entered) / max(1, sum(self.active_counts()))
+
+    def state_bytes(self) -> int:
+        """Bytes of every tensor this object holds besides the weights (masks, flags, snapshot, N counters)."""
+        held = [*self.multipliers, *self.explored, *self.epoch_start, *(self.active_steps or [])]
+        return sum(t.numel() * t.element_size() for t in held)
 
     def state_dict(self) -> dict:
         return {
@@ -103,7 +136,6 @@ class SparseMasks:
                 raise ValueError(f"mask {name} has shape {tuple(state['masks'][name].shape)}; "
                                  f"this engine's is {tuple(self.masks[i].shape)}")
             self.masks[i].copy_(state["masks"][name])
-            self.multipliers[i].copy_(state["masks"][name])
             self.explored[i].copy_(state["explored"][name])
             if self.active_steps is not None:
                 self.active_steps[i].copy_(state["active_steps"][name])

@@ -27,6 +27,12 @@ class UpdateSchedule:
       update_after_optimizer_step: the update follows the optimizer step and the masking of that iteration
           (ITOP/sparselearning); False: it precedes the optimizer step, on the same dense gradient.
       rounding: k = round | int | ceil of drop_fraction * active weights.
+
+    Gradual pruning (GraNet, `schedule=gradual`): with `initial_density` set, the run starts at that density
+    and, at every update from prune_start_fraction of training on, first prunes the largest-|w| cut of the
+    sparse layers down to exactly int(N * gradual_density(step)) active weights (N: their size), reaching
+    the final density (1 - sparsity) at the first update from prune_end_fraction on; the drop-and-grow of
+    that update follows. None: the run starts at the final density.
     """
 
     total_steps: int
@@ -40,6 +46,9 @@ class UpdateSchedule:
     update_at_step0: bool = False
     update_after_optimizer_step: bool = False
     rounding: str = "round"
+    initial_density: float | None = None
+    prune_start_fraction: float = 0.0
+    prune_end_fraction: float = 1.0
 
     def __post_init__(self):
         check_int("total_steps", self.total_steps, 1)
@@ -52,6 +61,17 @@ class UpdateSchedule:
         for switch in ("regrow_dropped", "skip_optimizer_step_on_update", "update_at_step0",
                        "update_after_optimizer_step"):
             check_bool(f"schedule.{switch}", getattr(self, switch))
+        if self.initial_density is not None:
+            check_number("schedule.initial_density", self.initial_density, 0.0, 1.0, low_open=True)
+        check_number("schedule.prune_start_fraction", self.prune_start_fraction, 0.0, 1.0)
+        check_number("schedule.prune_end_fraction", self.prune_end_fraction, 0.0, 1.0)
+        if self.initial_density is not None and self.prune_end_step <= self.prune_start_step:
+            raise SparseConfigError(
+                "schedule.prune_end_fraction",
+                f"schedule.prune_end_fraction={self.prune_end_fraction} ends the pruning window at step "
+                f"{self.prune_end_step}, not after its start (step {self.prune_start_step}); allowed: a fraction "
+                "of total_steps later than prune_start_fraction",
+            )
         if self.update_after_optimizer_step and (self.skip_optimizer_step_on_update or self.update_at_step0):
             raise SparseConfigError(
                 "schedule.update_after_optimizer_step",
@@ -62,6 +82,24 @@ class UpdateSchedule:
     @property
     def stop_step(self) -> int:
         return int(self.stop_fraction * self.total_steps)
+
+    @property
+    def prune_start_step(self) -> int:
+        return int(self.prune_start_fraction * self.total_steps)
+
+    @property
+    def prune_end_step(self) -> int:
+        return int(self.prune_end_fraction * self.total_steps)
+
+    def planned_active(self, step: int, prunable: int, final_density: float) -> int | None:
+        """Gradual pruning: the active weights of the `prunable` weights of the sparse layers planned for an
+        update at `step`, int(prunable * gradual_density(step)) (GraNet core.py:391); None when this schedule
+        does not prune gradually or `step` is not after the window's start (core.py:344, :378)."""
+        if self.initial_density is None or step <= self.prune_start_step:
+            return None
+        density = gradual_density(step, initial_density=self.initial_density, final_density=final_density,
+                                  start_step=self.prune_start_step, end_step=self.prune_end_step)
+        return int(prunable * density)
 
     def is_update_step(self, step: int) -> bool:
         """An update at `step` optimizer steps taken: every interval, up to and including the stop step
@@ -108,6 +146,30 @@ class UpdateSchedule:
         return sum(1 for j, t in enumerate(self.update_steps()) if t + j * lag < iterations)
 
 
+def gradual_density(
+    step: int, *, initial_density: float, final_density: float, start_step: int, end_step: int
+) -> float:
+    """GraNet's global density at `step`: Zhu & Gupta's cubic from initial_density down to final_density.
+
+    d(t) = final + (initial - final) * (1 - (t - start) / (end - start)) ** 3, initial before start, final
+    from end on. VITA-Group/GraNet CIFAR/sparselearning/core.py:367-381 (prune_decay = (1 - (iter - ini) /
+    total) ** 3 in units of update iterations; curr_prune_rate = (1 - init) + (init - final) * (1 - decay));
+    equal to this at update steps when start is a multiple of the update interval. GraNet prunes while
+    iter <= final_iter - 1 (:378), so it stops a hair above the final density; here the first update from
+    `end_step` on reaches it exactly.
+    """
+    check_number("schedule.final_density", final_density, 0.0, 1.0, low_open=True)
+    check_number("schedule.initial_density", initial_density, final_density, 1.0)
+    check_int("schedule.start_step", start_step, 0)
+    check_int("schedule.end_step", end_step, start_step + 1)
+    if step <= start_step:
+        return initial_density
+    if step >= end_step:
+        return final_density
+    remaining = 1.0 - (step - start_step) / (end_step - start_step)
+    return final_density + (initial_density - final_density) * remaining**3
+
+
 SCHEDULE_OPTIONS = tuple(f.name for f in fields(UpdateSchedule) if f.name != "total_steps")
 
 SCHEDULE_PRESETS: dict[str, dict] = {
@@ -133,6 +195,20 @@ SCHEDULE_PRESETS: dict[str, dict] = {
     "itop": dict(update_interval=1000, drop_fraction=0.5, decay="cosine", min_drop_fraction=0.005,
                  stop_fraction=1.0, regrow_dropped=True, skip_optimizer_step_on_update=False,
                  update_at_step0=False, update_after_optimizer_step=True, rounding="ceil"),
+    # GraNet (VITA-Group/GraNet, CIFAR/sparselearning/core.py): ITOP's Masking with gradual pruning in front.
+    # Masking.step() = optimizer.step(); apply_mask() (which also zeroes the momentum of masked weights,
+    # :528-535); then every update_frequency steps from init_prune_epoch on: pruning(step), the global
+    # magnitude cut to the cubic density (:342-346, :367-413), then truncate_weights(step), the per-layer
+    # prune-and-regrow (:537-563): ceil(prune_rate * nonzeros) smallest |w| dropped (:584-592), as many
+    # grown by |gradient| among all zeros, just-dropped included (:617-626), prune_rate 0.5 cosine-annealed
+    # to 0.005 over the whole run (CosineDecay :27-36, main.py:274). Defaults: --init-density 0.5,
+    # --init-prune-epoch 0, --final-prune-epoch 110 of the README's 160 epochs (core.py:19-23, README
+    # "GraNet (s_i = 0.5)"): the window is [0, 0.6875] of training; update every 1000 steps (README).
+    # Growth by |gradient| is acq=rigl.
+    "gradual": dict(update_interval=1000, drop_fraction=0.5, decay="cosine", min_drop_fraction=0.005,
+                    stop_fraction=1.0, regrow_dropped=True, skip_optimizer_step_on_update=False,
+                    update_at_step0=False, update_after_optimizer_step=True, rounding="ceil",
+                    initial_density=0.5, prune_start_fraction=0.0, prune_end_fraction=110 / 160),
 }
 
 
@@ -143,7 +219,7 @@ def check_schedule_options(options: dict) -> None:
 
 
 def schedule_preset(name: str, total_steps: int, **overrides) -> UpdateSchedule:
-    """The preset `name` (rigl | itop) for a run of `total_steps` steps, with any field overridden."""
+    """The preset `name` (rigl | itop | gradual) for a run of `total_steps` steps, with any field overridden."""
     check_choice("schedule", name, tuple(SCHEDULE_PRESETS))
     check_schedule_options(overrides)
     return UpdateSchedule(total_steps=total_steps, **{**SCHEDULE_PRESETS[name], **overrides})

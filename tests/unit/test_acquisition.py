@@ -110,7 +110,7 @@ class GrowByMomentum(Acquisition):
     def grow_scores(self, ctx: ScoreContext) -> torch.Tensor:
         return ctx.optimizer_state["momentum_buffer"].abs()
 
-    def regrowth_counts(self, dropped, contexts):
+    def regrowth_counts(self, dropped, contexts, room):
         names = list(dropped)
         return {name: sum(dropped.values()) if name == names[0] else 0 for name in names}
 
@@ -132,7 +132,7 @@ def test_a_plugin_sees_optimizer_state_and_may_move_growth_between_layers():
 
 def test_a_regrowth_that_breaks_the_global_count_is_refused():
     class Leaky(GrowByMomentum):
-        def regrowth_counts(self, dropped, contexts):
+        def regrowth_counts(self, dropped, contexts, room):
             return {name: 0 for name in dropped}
 
     model = nn.Sequential(nn.Linear(10, 10, bias=False))

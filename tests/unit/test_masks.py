@@ -51,7 +51,7 @@ def test_update_invariants(acq_name, sparsity, shape, optimizer_name, regrow_dro
     dropped, grown = before & ~after, after & ~before
     k = min(round(0.3 * count), weight.numel() - count) if engine.acq.updates_topology else 0
     assert int(after.sum()) == count == engine.counts[0]
-    assert torch.equal(engine.masks.multipliers[0], after.float())
+    assert engine.masks.multipliers[0].dtype == torch.uint8 and torch.equal(engine.masks.multipliers[0], after.to(torch.uint8))
     if regrow_dropped:  # a just-dropped weight may come back: at most k change, as many in as out
         assert int(dropped.sum()) == int(grown.sum()) <= k
     else:

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from dst_cli.sparse import ScoreContext, SparseConfigError, acquisition_names, make_acquisition, sparsify
-from dst_cli.sparse.methods_draft import DSR, SNFS, apportion, gradual_density, momentum
+from dst_cli.sparse.acquisition import DSR, SNFS, apportion, momentum
+from dst_cli.sparse.schedule import gradual_density
 
 
 def context(name, weight, mask, grad=None, state=None):
@@ -88,14 +89,15 @@ def test_snfs_redistributes_regrowth_by_mean_momentum_of_active_weights():
     a = context("a", [0.0] * 4, [True, True, False, False], state={"momentum_buffer": torch.tensor([1.0, -3.0, 9.0, 9.0])})
     b = context("b", [0.0] * 6, [True, True, True, False, False, False],
                 state={"momentum_buffer": torch.tensor([4.0, -4.0, 4.0, 0.0, 0.0, 0.0])})
-    assert SNFS().regrowth_counts({"a": 2, "b": 1}, {"a": a, "b": b}) == {"a": 1, "b": 2}
+    # room (what the engine passes with regrow_dropped): a 4 - 2 + 2 = 4, b 6 - 3 + 1 = 4
+    assert SNFS().regrowth_counts({"a": 2, "b": 1}, {"a": a, "b": b}, {"a": 4, "b": 4}) == {"a": 1, "b": 2}
 
 
 def test_snfs_regrowth_respects_layer_room():
     # b's share is 99%, but after dropping 1 of its 3 active it has 6 - 3 + 1 = 4 free slots
     a = context("a", [0.0] * 10, [True] * 5 + [False] * 5, state={"momentum_buffer": torch.full((10,), 0.01)})
     b = context("b", [0.0] * 6, [True] * 3 + [False] * 3, state={"momentum_buffer": torch.ones(6)})
-    counts = SNFS().regrowth_counts({"a": 5, "b": 1}, {"a": a, "b": b})
+    counts = SNFS().regrowth_counts({"a": 5, "b": 1}, {"a": a, "b": b}, {"a": 10, "b": 4})
     assert counts == {"a": 2, "b": 4}
 
 
@@ -112,8 +114,8 @@ def test_dsr_regrowth_proportional_to_surviving_weights():
     # survivors a: 3 - 2 = 1, b: 2 - 1 = 1 -> 1.5 each; a has room 4 - 3 = 1 (just-pruned excluded) -> a 1, b 2
     a = context("a", [0.1, -0.5, 0.9, 0.0], [True, True, True, False])
     b = context("b", [0.2, -0.3] + [0.0] * 8, [True, True] + [False] * 8)
-    assert DSR().regrowth_counts({"a": 2, "b": 1}, {"a": a, "b": b}) == {"a": 1, "b": 2}
-    assert "dsr" not in acquisition_names()  # registered once the engine can ask for drop counts
+    assert DSR().regrowth_counts({"a": 2, "b": 1}, {"a": a, "b": b}, {"a": 1, "b": 8}) == {"a": 1, "b": 2}
+    assert {"mest", "snfs", "dsr"} <= set(acquisition_names())
 
 
 # ----- GraNet's gradual density -----
