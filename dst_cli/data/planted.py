@@ -134,7 +134,10 @@ def connections_found(support: Tensor, student: Tensor) -> float:
     (`student`: the nonzeros of the first layer's weight). A teacher unit computes relu of a weighted
     sum of all its inputs, which one student unit can only reproduce if it is connected to all of
     them; the metric is 1 exactly when every teacher unit's inputs are all wired into some student
-    unit, and is unchanged by any reordering of either network's hidden units.
+    unit, and is unchanged by any reordering of either network's hidden units. It reads topology only
+    (weight sizes are ignored). Chance level: a random mask of density p scores about the mean over
+    teacher units of the largest of student_units Binomial(fan_in, p) draws, over fan_in (the static
+    rows of the study show it; a dense layer scores 1).
     """
     overlap = support.float() @ student.float().T  # (teacher_units, student_units)
     return (overlap.max(dim=1).values.sum() / support.sum()).item()
@@ -143,7 +146,7 @@ def connections_found(support: Tensor, student: Tensor) -> float:
 def relevant_share(relevant: Tensor, student: Tensor) -> float:
     """Share of the student's first-layer connections that read a relevant input (0 if it has none).
 
-    A random mask scores relevant.mean() (the relevant share of inputs); a student that spends its
+    A random mask scores relevant.mean() in expectation (the relevant share of the inputs); a student that spends its
     connections on noise inputs scores lower, one that found the relevant inputs approaches 1.
     """
     active = student.sum()
