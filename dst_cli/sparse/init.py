@@ -60,7 +60,7 @@ def init_masks(
     needs = {"model": model, "batches": batches} | ({} if method == "synflow" else {"loss_fn": loss_fn})
     missing = [name for name, value in needs.items() if value is None]
     if missing:
-        raise SparseConfigError("init", f"init={method} needs {', '.join(missing)}; pass them to init_masks")
+        raise SparseConfigError("init", f"init={method} needs {', '.join(missing)}; allowed: pass them in init_options")
     dense = {name for name, weight in weights.items() if counts[name] == weight.numel()}
     sparse_weights = {name: weight for name, weight in weights.items() if name not in dense}
     budget = sum(counts[name] for name in sparse_weights)

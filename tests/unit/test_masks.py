@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from dst_cli.sparse import acquisition_names, prunable_weights, sparsify
+from dst_cli.sparse import SparseEngine, acquisition_names, prunable_weights, sparsify
+from dst_cli.sparse.masks import active_positions, finite_scores, lowest
 
 ACQ_OPTIONS = {"ee": {"c": 1e-2, "eps": 1.0, "bonus": "log"}, "rigl": {}, "set": {}, "random": {}, "static": {}}
 SHAPES = {"linear": (24, 40), "conv": (8, 6, 3, 3)}
@@ -171,3 +172,127 @@ def test_channels_last_weights_keep_exact_counts_and_zeros():
 
 def test_every_builtin_is_registered():
     assert set(ACQ_OPTIONS) <= set(acquisition_names())
+
+
+# ----- the drop ranks the active weights only (issue 12) -----
+
+def all_weights_drop(flat_mask, scores, k):
+    """The drop before issue 12: rank every weight of the layer, inactive ones last (+inf)."""
+    return flat_mask & ~lowest(finite_scores(scores).masked_fill(~flat_mask, float("inf")), k)
+
+
+def active_only_drop(flat_mask, scores, k):
+    active = active_positions(flat_mask, int(flat_mask.sum()))
+    kept = flat_mask.clone()
+    kept.index_put_((active,), ~lowest(finite_scores(scores[active]), k))
+    return kept
+
+
+def test_lowest_is_the_stable_sort_order_with_ties_to_the_earlier_position():
+    scores = torch.tensor([0.0, 2.0, 0.0, 1.0, 0.0, 1.0])
+    assert lowest(scores, 2).tolist() == [True, False, True, False, False, False]
+    assert lowest(scores, 4).tolist() == [True, False, True, True, True, False]
+    assert not lowest(scores, 0).any() and lowest(scores, 6).all()
+
+
+def test_active_only_drop_equals_the_all_weights_drop_on_random_cases_with_ties():
+    generator = torch.Generator().manual_seed(0)
+    for case in range(400):
+        n = int(torch.randint(1, 300, (1,), generator=generator))
+        mask = torch.rand(n, generator=generator) < float(torch.rand(1, generator=generator))
+        if not mask.any():
+            continue
+        # few distinct values (many ties, zeros as for freshly grown weights), or continuous, or with NaN/inf
+        kind = case % 3
+        scores = torch.randint(0, 3, (n,), generator=generator).float() if kind == 0 else torch.randn(n, generator=generator)
+        if kind == 2:
+            scores[torch.rand(n, generator=generator) < 0.1] = float("nan")
+            scores[torch.rand(n, generator=generator) < 0.1] = float("inf")
+        active = int(mask.sum())
+        k = int(torch.randint(0, active + 1, (1,), generator=generator))
+        expected = all_weights_drop(mask, scores, k)
+        assert torch.equal(active_only_drop(mask, scores, k), expected)
+        assert int(expected.sum()) == active - k
+        stable = torch.sort(finite_scores(scores).masked_fill(~mask, float("inf")), stable=True).indices[:k]
+        assert torch.equal(expected, mask & ~torch.zeros(n, dtype=torch.bool).index_fill_(0, stable, True))
+        if kind == 1:  # no ties: the old torch.topk over all weights chose the same weights
+            old = mask.clone()
+            old[torch.topk(scores.masked_fill(~mask, float("inf")), k, largest=False).indices] = False
+            assert torch.equal(old, expected)
+
+
+def test_training_with_the_active_only_drop_equals_the_all_weights_drop(monkeypatch):
+    """A real run with ties at 0 (half the inputs are always 0, so their weights get no gradient and grown
+    ones stay at 0): the engine's drop and the all-weights drop give the same masks and weights throughout."""
+
+    def run():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        engine = sparsify(model, optimizer, sparsity=0.8, total_steps=60, acq="rigl", schedule="itop",
+                          update_interval=3)
+        generator = torch.Generator().manual_seed(1)
+        history = []
+        for _ in range(60):
+            inputs = torch.randn(8, 16, generator=generator)
+            inputs[:, 8:] = 0
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(inputs), torch.randint(0, 4, (8,), generator=generator)).backward()
+            engine.step()
+            history.append([m.clone() for m in engine.masks.masks])
+        return history, [p.detach().clone() for p in model.parameters()], engine
+
+    active_only, weights, engine = run()
+    assert engine.updates_done == 19
+    ties_seen = []
+    original = SparseEngine._drop
+
+    def reference_drop(self, i, ctx, k):
+        flat = ctx.mask.flatten()
+        scores = self.acq.drop_scores(ctx).flatten()
+        ties_seen.append(int((scores[flat] == 0).sum()))
+        expected = all_weights_drop(flat, scores, k)
+        assert torch.equal(original(self, i, ctx, k), expected)
+        return expected
+
+    monkeypatch.setattr(SparseEngine, "_drop", reference_drop)
+    all_weights, reference_weights, _ = run()
+    assert max(ties_seen) > 1  # the case with tied zeros did occur
+    assert all(torch.equal(a, b) for step_a, step_b in zip(active_only, all_weights) for a, b in zip(step_a, step_b))
+    assert all(torch.equal(a, b) for a, b in zip(weights, reference_weights))
+
+
+# ----- the memory of the mask state (issue 12) -----
+
+@pytest.mark.parametrize("acq_name, expected", [("rigl", 1.25), ("set", 1.25), ("static", 1.25), ("ee", 5.25)])
+def test_state_bytes_per_weight(acq_name, expected):
+    # 24 x 40 = 960 weights: 1 byte uint8 mask + 1 bit explored + 1 bit epoch snapshot (+ 4 bytes N for EE)
+    engine, _, _ = make_engine((24, 40), 0.9, acq_name)
+    assert engine.state_bytes_per_weight() == expected
+    assert all(m.dtype == torch.uint8 and m.data_ptr() == b.data_ptr()
+               for m, b in zip(engine.masks.multipliers, engine.masks.masks))
+
+
+def test_explored_and_turnover_stay_exact_over_updates():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(13, 7), nn.Linear(7, 5))  # 91 and 35 weights: not multiples of 8
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    engine = sparsify(model, optimizer, sparsity=0.7, total_steps=100, acq="set", update_interval=5,
+                      drop_fraction=0.4, decay="constant")
+    explored = [m.clone() for m in engine.masks.masks]
+    engine.mark_epoch()
+    marked = [m.clone() for m in engine.masks.masks]
+    for update in range(1, 9):
+        for layer in model:
+            layer.weight.grad = torch.randn(layer.weight.shape)
+        engine.update(5 * update)
+        explored = [e | m for e, m in zip(explored, engine.masks.masks)]
+        if update == 4:
+            engine.mark_epoch()
+            marked = [m.clone() for m in engine.masks.masks]
+        stats = engine.stats()
+        total = sum(m.numel() for m in explored)
+        assert stats["explored"] == sum(int(e.sum()) for e in explored) / total
+        entered = sum(int((m & ~old).sum()) for m, old in zip(engine.masks.masks, marked))
+        assert stats["turnover"] == entered / sum(engine.counts)
+    assert stats["explored"] > 0.5

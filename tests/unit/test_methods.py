@@ -5,7 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from dst_cli.sparse import ScoreContext, SparseConfigError, acquisition_names, make_acquisition, sparsify
+from dst_cli.sparse import (
+    Acquisition, ScoreContext, SparseConfigError, acquisition_names, init_masks, make_acquisition, prunable_weights,
+    sparsify,
+)
 from dst_cli.sparse.acquisition import DSR, SNFS, apportion, momentum
 from dst_cli.sparse.schedule import gradual_density
 
@@ -147,7 +150,7 @@ def test_gradual_density_bad_arguments(kwargs, key):
 
 
 # ----- through the engine -----
-@pytest.mark.parametrize(("acq", "options"), [("mest", {"lam": 1.0}), ("snfs", {})])
+@pytest.mark.parametrize(("acq", "options"), [("mest", {"lam": 1.0}), ("snfs", {}), ("dsr", {})])
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
 def test_engine_keeps_the_global_count_exact(acq, options, optimizer_name):
     torch.manual_seed(0)
@@ -167,5 +170,191 @@ def test_engine_keeps_the_global_count_exact(acq, options, optimizer_name):
         assert measured == engine.counts and sum(measured) == sum(initial)
         assert all(int(torch.count_nonzero(w)) <= c for w, c in zip(engine.masks.weights, engine.counts))
     assert engine.updates_done == 7
-    # MEST keeps every layer's count; SNFS moves regrowth between layers (the global count stays)
+    # MEST keeps every layer's count; SNFS and DSR move counts between layers (the global count stays)
     assert (engine.counts == initial) == (acq == "mest")
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def fresh_engine(**options):
+    model = mlp()
+    return sparsify(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), **options)
+
+
+def train_steps(model, optimizer, engine, steps, seed=1, check=None):
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        inputs, targets = torch.randn(8, 12, generator=generator), torch.randint(0, 3, (8,), generator=generator)
+        nn.functional.cross_entropy(model(inputs), targets).backward()
+        engine.step()
+        if check:
+            check(engine)
+
+
+def test_dsr_moves_drops_by_one_global_cut_and_keeps_the_global_count():
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    engine = sparsify(model, optimizer, sparsity=0.7, total_steps=40, acq="dsr", update_interval=5)
+    assert engine.schedule.regrow_dropped is False  # DSR's default under a preset name
+    given = fresh_engine(sparsity=0.7, total_steps=40, acq="dsr", regrow_dropped=True)
+    assert given.schedule.regrow_dropped is True  # a given value wins
+    initial = list(engine.counts)
+    drops = []
+    original = engine.acq.drop_counts
+    engine.acq.drop_counts = lambda planned, contexts: drops.append((planned, original(planned, contexts))) or drops[-1][1]
+
+    def exact(engine):
+        assert [int(m.sum()) for m in engine.masks.masks] == engine.counts and sum(engine.counts) == sum(initial)
+        assert engine.densities == {n: c / w.numel() for n, c, w in zip(engine.names, engine.counts, engine.masks.weights)}
+
+    train_steps(model, optimizer, engine, 40, check=exact)
+    assert engine.updates_done == 7
+    assert all(sum(p.values()) == sum(d.values()) for p, d in drops)
+    assert any(p != d for p, d in drops)  # the global cut moved drops between layers
+
+
+class MovingDrops(Acquisition):
+    uses_gradient = False
+
+    def __init__(self, total_off: int = 0, layer_over: bool = False):
+        self.total_off, self.layer_over = total_off, layer_over
+
+    def grow_scores(self, ctx):
+        return ctx.uniform()
+
+    def drop_counts(self, planned, contexts):
+        counts = dict(planned)
+        first = next(iter(counts))
+        counts[first] += self.total_off
+        if self.layer_over:  # everything from the first layer: more than it holds
+            counts = {name: sum(planned.values()) if name == first else 0 for name in planned}
+        return counts
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"total_off": 1}, "MovingDrops.drop_counts must return a count for every layer summing to"),
+    ({"layer_over": True}, "MovingDrops.drop_counts gave 0.weight"),
+])
+def test_a_drop_count_that_breaks_the_plan_is_refused(options, message):
+    model = nn.Sequential(nn.Linear(10, 10, bias=False), nn.Linear(10, 40, bias=False))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    engine = sparsify(model, optimizer, sparsity=0.8, total_steps=100, acq=MovingDrops(**options), update_interval=10,
+                      distribution="uniform", dense_first_layer=False, drop_fraction=0.5, decay="constant")
+    with pytest.raises(RuntimeError, match=message):
+        engine.update(10)
+
+
+def test_snfs_needs_a_dense_gradient_every_step_for_flops():
+    model = mlp()
+    engine = sparsify(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), sparsity=0.7, total_steps=40,
+                      acq="snfs", update_interval=5)
+    assert engine.dense_gradient_updates(17) == 17
+    rigl = fresh_engine(sparsity=0.7, total_steps=40, acq="rigl", schedule="itop", update_interval=5)
+    assert rigl.dense_gradient_updates(17) == 3  # updates at 5, 10, 15
+
+
+# ----- GraNet: schedule=gradual -----
+
+def test_gradual_pruning_reaches_the_planned_count_at_every_update():
+    # 12*16 + 16*16 + 16*3 = 496 prunable weights, ERK at 0.5 first, 90% sparse from the first update at or
+    # after the end of the window: int(0.6875 * 64) = 44 -> updates at 8, 16, ..., 40 prune, 48.. do not
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    engine = sparsify(model, optimizer, sparsity=0.9, total_steps=64, acq="rigl", schedule="gradual", update_interval=8)
+    assert abs(sum(engine.counts) - 248) <= 3
+    seen = {}
+
+    def record(engine):
+        if engine.last_update_step not in seen and engine.last_update_step > 0:
+            seen[engine.last_update_step] = list(engine.counts)
+            assert [int(m.sum()) for m in engine.masks.masks] == engine.counts
+            assert all(torch.all(w[~m] == 0) for w, m in zip(engine.masks.weights, engine.masks.masks))
+
+    train_steps(model, optimizer, engine, 64, check=record)
+    for step, counts in seen.items():
+        density = gradual_density(step, initial_density=0.5, final_density=0.1, start_step=0, end_step=44)
+        assert sum(counts) == int(496 * density), step
+    assert sorted(seen) == [8, 16, 24, 32, 40, 48, 56]
+    assert sum(seen[48]) == sum(seen[56]) == int(496 * 0.1) == 49
+    assert engine.densities == {n: c / w.numel() for n, c, w in zip(engine.names, engine.counts, engine.masks.weights)}
+
+
+def test_gradual_prune_cuts_the_smallest_magnitudes_globally_and_zeroes_their_momentum():
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    engine = sparsify(model, optimizer, sparsity=0.9, total_steps=64, acq="static", schedule="gradual",
+                      update_interval=8)
+    weights = engine.masks.weights
+    seen = {}
+    prune = engine._prune_gradually
+
+    def observed_prune(step):  # the 8th step: optimizer step, masking, then the prune on these weights
+        seen["masks"] = [m.clone() for m in engine.masks.masks]
+        seen["weights"] = [w.detach().clone() for w in weights]
+        prune(step)
+
+    engine._prune_gradually = observed_prune
+    train_steps(model, optimizer, engine, 8)
+    assert engine.updates_done == 1
+    after = engine.masks.masks
+    planned = int(496 * gradual_density(8, initial_density=0.5, final_density=0.1, start_step=0, end_step=44))
+    assert sum(int(m.sum()) for m in after) == sum(engine.counts) == planned
+    kept = torch.cat([w[m].abs() for w, m in zip(seen["weights"], after)])
+    pruned = [b & ~m for b, m in zip(seen["masks"], after)]
+    assert sum(int(p.sum()) for p in pruned) == sum(int(m.sum()) for m in seen["masks"]) - planned
+    assert all(m.sum() > 0 for m in pruned)  # the cut is global: every layer lost some
+    for weight, before, cut in zip(weights, seen["weights"], pruned):
+        assert torch.all(before[cut].abs() <= kept.min())  # the smallest magnitudes across all layers went
+        assert torch.all(weight[cut] == 0) and torch.all(optimizer.state[weight]["momentum_buffer"][cut] == 0)
+    # static + gradual is gradual magnitude pruning: no drop-and-grow, so the kept weights are all from before
+    assert all(torch.equal(m & b, m) for m, b in zip(after, seen["masks"]))
+
+
+def test_gradual_needs_an_initial_density_above_the_final_one():
+    model = mlp()
+    with pytest.raises(SparseConfigError) as error:
+        sparsify(model, torch.optim.SGD(model.parameters(), lr=0.1), sparsity=0.3, total_steps=64, schedule="gradual")
+    assert error.value.key == "schedule.initial_density"
+    assert "schedule.initial_density=0.5 is invalid; allowed: a number in [0.7, 1]" in str(error.value)
+    with pytest.raises(SparseConfigError) as error:
+        sparsify(model, torch.optim.SGD(model.parameters(), lr=0.1), sparsity=0.9, total_steps=64,
+                 schedule="gradual", prune_start_fraction=0.5, prune_end_fraction=0.5)
+    assert error.value.key == "schedule.prune_end_fraction"
+
+
+# ----- pruning at initialization through sparsify -----
+
+def test_snip_init_with_static_keeps_the_scored_mask_and_takes_counts_from_it():
+    model = mlp()
+    generator = torch.Generator().manual_seed(3)
+    data = [(torch.randn(16, 12, generator=generator), torch.randint(0, 3, (16,), generator=generator))]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    random_counts = fresh_engine(sparsity=0.9, total_steps=20).counts
+    expected = init_masks("snip", dict(prunable_weights(model)), dict(zip(["0.weight", "2.weight", "4.weight"],
+                          random_counts)), model=model, loss_fn=nn.functional.cross_entropy, batches=data)
+    engine = sparsify(model, optimizer, sparsity=0.9, total_steps=20, acq="static", init="snip",
+                      init_options={"loss_fn": nn.functional.cross_entropy, "batches": data})
+    assert all(torch.equal(m, expected[n]) for n, m in zip(engine.names, engine.masks.masks))
+    assert engine.counts == [int(expected[n].sum()) for n in engine.names] and sum(engine.counts) == sum(random_counts)
+    assert engine.counts != random_counts  # the global cut moved weights between layers
+    train_steps(model, optimizer, engine, 20)
+    assert all(torch.equal(m, expected[n]) for n, m in zip(engine.names, engine.masks.masks))
+
+
+@pytest.mark.parametrize(("arguments", "key", "message"), [
+    ({"init": "magic"}, "init", "init=magic is invalid; allowed: random | snip | grasp | synflow"),
+    ({"init": "snip"}, "init", "init=snip needs batches, loss_fn; allowed: pass them in init_options"),
+    ({"init": "snip", "init_options": {"lr": 1}}, "init.lr", "init.lr is not an init option; allowed: loss_fn"),
+    ({"init": "snip", "init_options": [1]}, "init_options", "init_options=[1] is invalid"),
+])
+def test_bad_init_arguments_name_themselves(arguments, key, message):
+    model = mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(SparseConfigError) as error:
+        sparsify(model, torch.optim.SGD(model.parameters(), lr=0.1), sparsity=0.9, total_steps=20, **arguments)
+    assert error.value.key == key and message in str(error.value)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -153,3 +153,18 @@ def test_updating_before_the_optimizer_step_gives_grown_weights_their_first_step
     assert (optimizer_steps, updates) == (4, 1)           # the update at 3 steps taken, then step 4
     grown = masks_after & ~masks_before
     assert grown.any() and torch.all(weights_after[grown] != 0)
+
+
+def test_gradual_preset_is_itop_with_granets_pruning_window():
+    gradual, itop = schedule_preset("gradual", 16_000), schedule_preset("itop", 16_000)
+    assert (gradual.initial_density, gradual.prune_start_step, gradual.prune_end_step) == (0.5, 0, 11_000)
+    assert {f: getattr(gradual, f) for f in ("update_interval", "drop_fraction", "min_drop_fraction", "rounding",
+            "regrow_dropped", "update_after_optimizer_step")} == \
+           {f: getattr(itop, f) for f in ("update_interval", "drop_fraction", "min_drop_fraction", "rounding",
+            "regrow_dropped", "update_after_optimizer_step")}
+    assert itop.initial_density is None and itop.planned_active(5000, 100, 0.1) is None
+    # no pruning at or before the window's start; the cubic in it; the final density from its end on
+    late = schedule_preset("gradual", 1000, prune_start_fraction=0.2, prune_end_fraction=0.6)
+    assert late.planned_active(200, 1000, 0.1) is None
+    assert late.planned_active(400, 1000, 0.1) == int(1000 * (0.1 + 0.4 * 0.5**3)) == 150
+    assert late.planned_active(600, 1000, 0.1) == late.planned_active(900, 1000, 0.1) == 100
