@@ -82,7 +82,8 @@ def sparsify(
         raise invalid("init_options", init_options, "a dict of the init's inputs, or None")
     for key in init_options or {}:
         if key not in INIT_OPTIONS:
-            raise SparseConfigError(f"init.{key}", f"init.{key} is not an init option; allowed: {', '.join(INIT_OPTIONS)}")
+            raise SparseConfigError(f"init.{key}",
+                                    f"init.{key} is not an init option; allowed: {', '.join(INIT_OPTIONS)}")
     if prunable is not None and not callable(prunable):
         raise invalid("prunable", prunable, "a function (name, module) -> bool, or None")
     check_int("seed", seed, 0, 2**64 - 1)

@@ -57,7 +57,9 @@ class SparseMasks:
         self.multipliers = [torch.zeros_like(w, dtype=torch.uint8).copy_(masks[n]) for n, w in weights.items()]
         self.masks = [m.view(torch.bool) for m in self.multipliers]
         self.explored = self.packed()
-        self.active_steps = [torch.zeros_like(w, dtype=torch.int32) for w in self.weights] if keep_active_steps else None
+        self.active_steps = (
+            [torch.zeros_like(w, dtype=torch.int32) for w in self.weights] if keep_active_steps else None
+        )
         self.counted_until = 0
         self.epoch_start = self.packed()
         self.apply()
