@@ -453,9 +453,58 @@ def test_empty_image_folder(tmp_path):
     assert str(tmp_path / "train") in message and "dataset.root=" in message
 
 
-def test_unknown_dataset_name_lists_the_allowed_ones():
-    with pytest.raises(UserError, match="'mnist' is unknown; allowed: digits, synthetic, cifar10, cifar100, imagenet"):
-        build_data({"name": "mnist"}, batch_size=8, seed=0, device="cpu")
+def test_an_unknown_target_is_named():
+    with pytest.raises(UserError, match="dataset._target_=dst_cli.data.mnist.build_mnist cannot be imported"):
+        build_data({"_target_": "dst_cli.data.mnist.build_mnist"}, batch_size=8, seed=0, device="cpu")
+
+
+# ---------------------------------------------------------------- your own datasets (dst_cli.data.user)
+
+
+def user_cfg(**arguments):
+    return {"_target_": "plugins.data.make_data", **arguments}  # tests/ is on the path: tests/plugins/data.py
+
+
+def test_user_datasets_get_the_inferred_shape_classes_and_all_splits():
+    data = build_data(user_cfg(size=100, features=5, classes=4), batch_size=16, seed=0, device="cpu")
+    assert (data.num_classes, data.input_shape) == (4, (5,))
+    assert (len(data.train), len(data.val), len(data.test)) == (100 // 16, 2, 2)  # 25 val / test samples
+    x, y = next(data.train.batches(0))
+    assert (x.shape, x.dtype, y.dtype) == ((16, 5), torch.float32, torch.int64)
+    assert concat_labels(all_batches(data.test)).tolist() == [i % 4 for i in range(25)]
+
+
+def test_user_loader_is_deterministic_resumable_and_shards_over_ranks():
+    data = build_data(user_cfg(size=96), batch_size=16, seed=3, device="cpu")
+    again = build_data(user_cfg(size=96), batch_size=16, seed=3, device="cpu")
+    full = all_batches(data.train, epoch=2)
+    assert_same_batches(full, all_batches(again.train, epoch=2))
+    assert_same_batches(all_batches(data.train, epoch=2, start=4), full[4:])
+    assert not torch.equal(concat_labels(full), concat_labels(all_batches(data.train, epoch=3)))
+    ranks = [build_data(user_cfg(size=96), batch_size=8, seed=3, device="cpu", rank=r, world_size=2) for r in (0, 1)]
+    for (x, y), (x0, y0), (x1, y1) in zip(full, *(all_batches(d.train, epoch=2) for d in ranks)):
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+
+
+def test_user_callable_may_return_a_dict_with_the_class_count():
+    from torch.utils.data import TensorDataset
+
+    split = TensorDataset(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long))
+    from dst_cli.data.base import LoaderSettings
+    from dst_cli.data.user import wrap_datasets
+
+    data = wrap_datasets({"train": split, "test": split, "num_classes": 7}, LoaderSettings(4, 4, 0, torch.device("cpu")))
+    assert (data.num_classes, data.input_shape, data.val) == (7, (2,), None)
+
+
+@pytest.mark.parametrize("made, problem", [(42, "got int"), ((1, 2, 3, 4), "got tuple"), ({"train": [1]}, "test set")])
+def test_a_user_callable_returning_something_else_is_named(made, problem):
+    from dst_cli.data.base import LoaderSettings
+    from dst_cli.data.user import wrap_datasets
+
+    with pytest.raises(UserError, match=problem) as error:
+        wrap_datasets(made, LoaderSettings(4, 4, 0, torch.device("cpu")))
+    assert "dataset._target_ must return (train, test)" in str(error.value)
 
 
 def test_unknown_pipeline(tmp_path):
