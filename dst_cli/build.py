@@ -77,6 +77,16 @@ def schedule_overrides(cfg: DictConfig) -> dict:
     return {key: cfg.schedule[key] for key in SCHEDULE_KEYS if cfg.schedule[key] is not None}
 
 
+def init_options(cfg: DictConfig, data: Data, memory_format: torch.memory_format) -> dict:
+    """The inputs of a scored initial mask (snip / grasp / synflow): the first training batches and the loss."""
+    if cfg.init.name == "random":
+        return {}
+    batches = [(x.contiguous(memory_format=memory_format), y)
+               for _, (x, y) in zip(range(cfg.init.batches), data.train.batches(0))]
+    return {"loss_fn": criterion(cfg), "batches": batches, "iterations": cfg.init.iterations,
+            "temperature": cfg.init.temperature}
+
+
 def check_run(cfg: DictConfig) -> None:
     """Every value error that can be found without data: the schema, the plug-ins' arguments, the acquisition
     options, the optimizer's and the loss's arguments. Cheap; called before anything is written."""
@@ -134,7 +144,7 @@ def build_run(cfg: DictConfig) -> Run:
             model, optimizer, sparsity=cfg.sparsity, total_steps=total_steps, acq=acq, acq_options=acq_options,
             distribution=cfg.distribution, dense_first_layer=cfg.dense_first_layer,
             dense_last_layer=cfg.dense_last_layer, schedule=cfg.schedule.name, seed=cfg.seed,
-            **schedule_overrides(cfg),
+            init=cfg.init.name, init_options=init_options(cfg, data, memory_format), **schedule_overrides(cfg),
         )
     except SparseConfigError as error:
         raise library_error(error) from None

@@ -24,7 +24,8 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from dst_cli.errors import UserError
 
 DISTRIBUTIONS = ("erk", "er", "uniform")  # = dst_cli.sparse.DISTRIBUTIONS
-SCHEDULE_PRESETS = ("rigl", "itop")  # = the keys of dst_cli.sparse.SCHEDULE_PRESETS
+SCHEDULE_PRESETS = ("rigl", "itop", "gradual")  # = the keys of dst_cli.sparse.SCHEDULE_PRESETS
+INIT_METHODS = ("random", "snip", "grasp", "synflow")  # = dst_cli.sparse.INIT_METHODS
 DECAYS = ("cosine", "linear", "constant")  # = dst_cli.sparse.DECAYS
 ROUNDINGS = ("round", "int", "ceil")  # = dst_cli.sparse.ROUNDINGS
 DEVICES = ("auto", "cpu", "cuda")
@@ -159,6 +160,23 @@ class ScheduleConfig:
                                            "the update follows the optimizer step (ITOP) instead of preceding it")
     rounding: Any = key(None, Check(f"null | {' | '.join(ROUNDINGS)}", lambda v: v is None or v in ROUNDINGS),
                         "number dropped = round | int | ceil of drop fraction x active weights")
+    initial_density: Any = key(None, Check("null (the preset's) | a number in (0, 1]",
+                                           lambda v: v is None or number_range(0.0, 1.0, low_open=True).accepts(v)),
+                               "gradual: density at the start, pruned to 1 - sparsity (null: no gradual pruning)")
+    prune_start_fraction: Any = key(None, Check("null (the preset's) | a number in [0, 1]",
+                                                lambda v: v is None or FRACTION.accepts(v)),
+                                    "gradual: share of training where pruning starts")
+    prune_end_fraction: Any = key(None, Check("null (the preset's) | a number in [0, 1]",
+                                              lambda v: v is None or FRACTION.accepts(v)),
+                                  "gradual: share of training where the final density is reached")
+
+
+@dataclass
+class InitConfig:
+    name: str = key("random", one_of(*INIT_METHODS), "the starting topology: random, or scored on training batches")
+    batches: int = key(1, number_range(1, integer=True), "snip / grasp / synflow: training batches scored")
+    iterations: int = key(100, number_range(1, integer=True), "synflow: pruning rounds")
+    temperature: float = key(200.0, number_range(0.0, low_open=True), "grasp: temperature T")
 
 
 @dataclass
@@ -207,6 +225,7 @@ class TrainConfig:
                    "acquisition function: name (ee, rigl, set, ...) + options, or _target_ + its arguments")
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig,
                                      metadata={"help": "when and how much the topology changes"})
+    init: InitConfig = field(default_factory=InitConfig, metadata={"help": "the initial mask"})
     optim: Any = key(MISSING, Check("an optim config", lambda v: True), "optimizer and learning-rate schedule")
     logger: LoggerConfig = field(default_factory=lambda: LoggerConfig(name="none"),
                                  metadata={"help": "where metrics go besides metrics.jsonl"})
@@ -223,6 +242,7 @@ def register_schema() -> None:
     store.store(group="optim", name="base_sgd", node=SGDConfig)
     store.store(group="optim", name="base_adamw", node=AdamWConfig)
     store.store(group="logger", name="base_logger", node=LoggerConfig)
+    store.store(group="init", name="base_init", node=InitConfig)
 
 
 register_schema()

@@ -19,7 +19,7 @@ from dst_cli.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONF = importlib.resources.files("dst_cli.conf")
-GROUPS = ["model", "dataset", "acq", "schedule", "optim", "experiment"]
+GROUPS = ["model", "dataset", "acq", "schedule", "init", "optim", "experiment"]
 OPTIONS = [(group, entry.name.removesuffix(".yaml")) for group in GROUPS
            for entry in sorted(CONF.joinpath(group).iterdir(), key=lambda e: e.name)
            if entry.name.endswith(".yaml") and entry.name != "custom.yaml"]
@@ -132,6 +132,7 @@ def test_allowed_names_mirror_the_library():
     assert config.SCHEDULE_PRESETS == tuple(dst_cli.sparse.SCHEDULE_PRESETS)
     assert config.DECAYS == tuple(dst_cli.sparse.DECAYS)
     assert config.ROUNDINGS == tuple(dst_cli.sparse.ROUNDINGS)
+    assert config.INIT_METHODS == tuple(dst_cli.sparse.INIT_METHODS)
     schedule_keys = {f.name for f in fields(config.ScheduleConfig)} - {"name"}
     assert schedule_keys == set(dst_cli.sparse.SCHEDULE_OPTIONS)
 
