@@ -16,12 +16,14 @@ from omegaconf import DictConfig
 from dst_cli.distributed import launched_by_torchrun
 from dst_cli.errors import UserError
 
-RUN_FILES = ("metrics.jsonl", "summary.json", "checkpoints")
 MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 def holds_a_run(run_dir: Path) -> bool:
-    return any((run_dir / name).exists() for name in RUN_FILES)
+    from dst_cli.rundir import RunDir
+
+    paths = RunDir(run_dir)
+    return any(path.exists() for path in (paths.metrics, paths.summary, paths.checkpoints))
 
 
 def fail(message: str, code: int) -> None:

@@ -23,6 +23,7 @@ from dst_cli.console import EpochProgress
 from dst_cli.errors import UserError
 from dst_cli.metrics import MetricsLog, finite_or_none, open_tensorboard, write_json
 from dst_cli.optim import learning_rate, set_learning_rate
+from dst_cli.rundir import RunDir
 from dst_cli.signals import StopRequest, stop_on_signals
 from dst_cli.sparse import SparseEngine, inference_flops_ratio, training_flops_ratio
 
@@ -102,7 +103,7 @@ class Trainer:
     """Runs the loop of a built Run: epochs, evaluation, metrics, checkpoints, resume and the summary."""
 
     def __init__(self, cfg: DictConfig, run: Run, run_dir: Path):
-        self.cfg, self.run_dir = cfg, run_dir
+        self.cfg, self.run_dir, self.paths = cfg, run_dir, RunDir(run_dir)
         self.dist, self.device, self.data = run.dist, run.device, run.data
         self.model, self.forward_model, self.optimizer = run.model, run.forward_model, run.optimizer
         self.criterion, self.engine, self.layer_flops = run.criterion, run.engine, run.layer_flops
@@ -116,7 +117,7 @@ class Trainer:
         if checkpoint is not None:
             self.resume(load_checkpoint(checkpoint, self.device))
             log.info("resumed from %s at epoch %d, step %d", checkpoint, self.epoch, self.step)
-        self.metrics = MetricsLog(run_dir / "metrics.jsonl", keep_epochs=self.epoch) if self.dist.is_main else None
+        self.metrics = MetricsLog(self.paths.metrics, keep_epochs=self.epoch) if self.dist.is_main else None
         self.tensorboard = open_tensorboard(run_dir, cfg.logger) if self.dist.is_main else None
 
     # ----- the loop -----
@@ -216,21 +217,17 @@ class Trainer:
         )
 
     # ----- checkpoints -----
-    @property
-    def last_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
-
     def save(self, row: dict) -> None:
         improved = row[self.monitor] > self.best["value"]
         if improved:
             self.best = {"value": row[self.monitor], "epoch": row["epoch"], "test_acc": row["test/acc"]}
         self.save_last()
         if improved and self.dist.is_main and self.cfg.trainer.checkpoint:
-            copy_checkpoint(self.last_path, self.last_path.with_name("best.pt"))
+            copy_checkpoint(self.paths.last_checkpoint, self.paths.best_checkpoint)
 
     def save_last(self) -> None:
         if self.dist.is_main and self.cfg.trainer.checkpoint:
-            save_checkpoint(self.last_path, self.state_dict())
+            save_checkpoint(self.paths.last_checkpoint, self.state_dict())
 
     def state_dict(self) -> dict:
         rng = {"torch": torch.get_rng_state()}
@@ -324,7 +321,7 @@ class Trainer:
         finally:
             summary = self.summary(status, error) if self.dist.is_main else {}
             if self.dist.is_main:
-                write_json(self.run_dir / "summary.json", summary)
+                write_json(self.paths.summary, summary)
             if self.tensorboard is not None:
                 self.tensorboard.close()
             distributed.stop(self.dist)

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dst_cli.config import display_name
 from dst_cli.models import build_model
 from dst_cli.train import train
 
@@ -82,9 +83,9 @@ def test_preset_trains_on_fake_data_at_its_sparsity(preset, make_cfg, tmp_path):
 def test_preset_model_at_full_width_has_the_published_size(preset, make_cfg):
     model_name, _, num_classes = SETUPS[preset]
     cfg = make_cfg(f"experiment={preset}")
-    assert cfg.model.name == model_name and cfg.model.get("width", 1.0) == 1.0
+    assert display_name(cfg.model) == model_name and cfg.model.get("width", 1.0) == 1.0
     if (model_name, num_classes) in PARAMETERS:
-        model = build_model(**cfg.model, num_classes=num_classes, input_shape=(3, 32, 32))
+        model = build_model(cfg.model, num_classes=num_classes, input_shape=(3, 32, 32))
         assert sum(p.numel() for p in model.parameters()) == PARAMETERS[model_name, num_classes]
 
 
