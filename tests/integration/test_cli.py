@@ -85,13 +85,20 @@ def test_a_run_dir_with_a_broken_checkpoint_is_named_and_kept(tmp_path):
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == b"\x00garbage"
 
 
-def test_own_conv1d_model_by_target_trains_and_counts_its_flops(tmp_path):
-    result = dst_train("experiment=quickstart", "model._target_=tests.plugins.models.Conv1dNet", "trainer.epochs=3",
-                       "trainer.progress=none", cwd=tmp_path)
+def completed_summary(*args, cwd) -> dict:
+    """summary.json of the one run a successful dst-train made under cwd."""
+    result = dst_train(*args, cwd=cwd)
     assert result.returncode == 0, result.stderr
-    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    (run_dir,) = (cwd / "outputs" / "runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert (summary["status"], summary["model"]) == ("completed", "Conv1dNet")
+    assert summary["status"] == "completed"
+    return summary
+
+
+def test_own_conv1d_model_by_target_trains_and_counts_its_flops(tmp_path):
+    summary = completed_summary("experiment=quickstart", "model._target_=tests.plugins.models.Conv1dNet",
+                                "trainer.epochs=3", "trainer.progress=none", cwd=tmp_path)
+    assert summary["model"] == "Conv1dNet"
     assert list(summary["layers"]) == ["conv1.weight", "conv2.weight", "head.weight"]
     assert summary["layers"]["conv1.weight"]["shape"] == [32, 1, 3]
     assert summary["density"] == pytest.approx(0.10, abs=2e-3)
@@ -100,23 +107,17 @@ def test_own_conv1d_model_by_target_trains_and_counts_its_flops(tmp_path):
 
 
 def test_own_acquisition_class_by_target_with_its_option(tmp_path):
-    result = dst_train("experiment=quickstart", "acq._target_=tests.plugins.acq.MyAcq", "+acq.alpha=0.3",
-                       "trainer.epochs=2", "trainer.progress=none", "schedule.update_interval=5", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert (summary["status"], summary["acq"]) == ("completed", "MyAcq")
+    summary = completed_summary("experiment=quickstart", "acq._target_=tests.plugins.acq.MyAcq", "+acq.alpha=0.3",
+                                "trainer.epochs=2", "trainer.progress=none", "schedule.update_interval=5", cwd=tmp_path)
+    assert summary["acq"] == "MyAcq"
     assert summary["density"] == pytest.approx(0.10, abs=2e-3)
     assert summary["explored"] > 1.5 * summary["density"]  # its updates moved weights
 
 
 def test_own_dataset_callable_by_target(tmp_path):
-    result = dst_train("experiment=quickstart", "dataset._target_=tests.plugins.data.make_data", "+dataset.size=256",
-                       "model=mlp", "trainer.epochs=2", "trainer.progress=none", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert (summary["status"], summary["dataset"]) == ("completed", "make_data")
+    summary = completed_summary("experiment=quickstart", "dataset._target_=tests.plugins.data.make_data",
+                                "+dataset.size=256", "model=mlp", "trainer.epochs=2", "trainer.progress=none", cwd=tmp_path)
+    assert summary["dataset"] == "make_data"
     assert summary["steps"] == 2 * (256 // 64)
     assert summary["best_metric"] == "val/acc"  # the callable returned (train, val, test)
     assert summary["layers"]["1.weight"]["shape"] == [256, 16]  # input_shape (16,) inferred from the data
