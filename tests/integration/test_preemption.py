@@ -1,6 +1,7 @@
 """Stopping and failing cleanly: SIGTERM mid-epoch + resume, non-finite loss, interrupted writes."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from dst_cli import checkpoint
+from dst_cli import checkpoint, rundir
 from dst_cli.checkpoint import load_checkpoint
 from dst_cli.train import Trainer, train
 
@@ -33,7 +34,7 @@ def test_sigterm_mid_epoch_then_restart_equals_an_uninterrupted_run(tmp_path):
     run_dir = tmp_path / "stopped"
     process = dst_train_process(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     for line in process.stdout:
-        if "epoch 1/4" in line:
+        if re.search(r"\s1/4\s", line):  # the epoch line of epoch 1 (columns: epoch, loss, ...)
             process.send_signal(signal.SIGTERM)
             break
     output = process.stdout.read()
@@ -89,14 +90,14 @@ def test_a_crash_while_writing_never_replaces_the_previous_checkpoint(tmp_path, 
     good = {"model": {}, "optimizer": {}, "sparse": {}, "step": 1, "epoch": 1, "config": {}}
     checkpoint.save_checkpoint(path, good)
 
-    def crash_half_way(obj, target):
-        with open(target, "wb") as file:
-            file.write(b"PK\x03\x04 half a zip")
-        raise OSError("disk full")
+    def crash_half_way(fd, data):  # the disk fills up half way through the new file
+        os.write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.torch, "save", crash_half_way)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(rundir, "write_all", crash_half_way)
+    with pytest.raises(rundir.WriteFailed, match="last.pt: No space left on device"):
         checkpoint.save_checkpoint(path, {**good, "step": 2})
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
     assert load_checkpoint(path)["step"] == 1
 
 

@@ -76,8 +76,12 @@ def test_preset_trains_on_fake_data_at_its_sparsity(preset, make_cfg, tmp_path):
     assert summary["status"] == "completed"
     assert (summary["model"], summary["dataset"]) == (model_name, dataset)
     assert summary["steps"] == (3 if dataset == "imagenet" else 5)
-    assert summary["density"] == pytest.approx(1 - cfg.sparsity, abs=1e-3)
-    assert summary["explored"] > 1.1 * summary["density"]  # the mask updates replaced weights
+    layers = summary["layers"].values()
+    active_share = sum(layer["active"] for layer in layers) / sum(layer["numel"] for layer in layers)
+    assert active_share == pytest.approx(1 - cfg.sparsity, abs=1e-3)  # exact counts, up to per-layer rounding
+    # measured from the weights: weights grown at the last update (ITOP: after the optimizer step) may still be 0
+    assert active_share - 0.002 < summary["density"] <= active_share
+    assert summary["explored"] > 1.1 * active_share  # the mask updates replaced weights
 
 
 @pytest.mark.parametrize("preset", PRESETS)
