@@ -5,7 +5,7 @@ from the dst-train config (synthetic data of the given shape), and trains on one
 dst_cli.train.train_step. Two costs are measured apart:
 
   step:   a regular training step (forward, backward, engine.step(): optimizer step, zeroing the inactive
-          weights);
+          weights); apply: the zeroing alone (the masks' multiply), the only per-step work dense training lacks;
   update: one mask update (engine.update: drop and grow in every layer), on the gradients of the step before it.
 
 amortised = step + update / update_interval. Methods are timed in alternating blocks (the order rotates
@@ -14,7 +14,9 @@ the dense step time of the same block (the median of these step ratios) and adds
 median update / update_interval / median dense step, so that the drift of a shared machine cancels out.
 CUDA is synchronised only around the timed regions.
 
-Peak memory of a method is measured while it is built and warmed up, the other methods idle:
+Memory: "state B/w" is engine.state_bytes_per_weight(), the bytes of mask state (masks, explored flags, epoch
+snapshot, EE's N counters) per prunable weight, exact. Peak memory of a method, and its difference to dense, is
+measured while it is built and warmed up, the other methods idle:
 CUDA: torch.cuda.max_memory_allocated above what was allocated before;
 CPU (Linux): the peak resident set size (VmHWM) above the resident size before, after returning freed heap
 memory to the system (malloc_trim) and resetting the peak (/proc/self/clear_refs). With --compile on CPU
@@ -23,7 +25,7 @@ this includes the compiler's own memory.
 Sparse training here is a dense computation on masked weights (no sparse kernels): a ratio of 1 means
 "no overhead over dense training", not "faster than dense".
 
-    python scripts/bench.py --model vgg19 --width 0.25 --batch-size 64 --out bench.json
+    python scripts/bench.py --model vgg19 --width 0.25 --batch-size 64     # -> outputs/bench/bench.json
 """
 import argparse
 import ctypes
@@ -49,6 +51,7 @@ from dst_cli.sparse import SparseEngine, acquisition_names
 from dst_cli.train import train_step
 
 DENSE = "dense"
+DEFAULT_OUT = Path("outputs/bench/bench.json")
 # The benchmark's schedule runs this many update intervals, so every measured update is near its start
 # (drop fraction ~0.5, the largest, as in the first updates of a real run).
 SCHEDULE_LENGTH_IN_UPDATES = 10_000
@@ -57,8 +60,9 @@ SCHEDULE_LENGTH_IN_UPDATES = 10_000
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Time dense vs sparse training steps (dst_cli's train_step + SparseEngine) on synthetic "
-        "batches; print a table and optionally write JSON.",
-        epilog="Example: python scripts/bench.py --model vgg19 --width 0.25 --batch-size 64 --out bench.json",
+        "batches; print a table and write it as JSON.",
+        epilog="Example: python scripts/bench.py --model vgg19 --width 0.25 --batch-size 64 "
+        "--out outputs/bench/w025.json",
     )
     parser.add_argument("--model", default="vgg19", choices=[m for m in group_options("model") if m != "custom"],
                         help="model (default: vgg19)")
@@ -88,7 +92,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--block-steps", type=int, default=5,
                         help="regular steps per block, then one update (default: 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the models, masks and batch (default: 0)")
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON to this file")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"JSON file of the results, written at the end (default: {DEFAULT_OUT})")
     return parser.parse_args(argv)
 
 
@@ -106,6 +111,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--warmup={args.warmup} is invalid; allowed: an integer >= 1")
     if not 0 <= args.sparsity < 1:
         raise UserError(f"--sparsity={args.sparsity} is invalid; allowed: a number in [0, 1)")
+    if args.out.is_dir():
+        raise UserError(f"--out={args.out} is a directory; allowed: a file path (its folder is created)")
+    try:  # before measuring: a folder that cannot be made fails now, not after minutes of timing
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--out={args.out} cannot be written ({error.strerror}); allowed: a file in a writable folder")
 
 
 def synchronize(device: torch.device) -> None:
@@ -137,6 +148,7 @@ class Runner:
     updates_done: int = 0
     step_seconds: list[float] = field(default_factory=list)  # per block: mean seconds of a regular step
     update_seconds: list[float] = field(default_factory=list)  # per block: seconds of one update
+    apply_seconds: list[float] = field(default_factory=list)  # per block: seconds of one zeroing of the weights
     peak_memory_bytes: int | None = None
 
     def regular_steps(self, settings: Settings, count: int) -> None:
@@ -162,7 +174,8 @@ def run_overrides(method: str, args: argparse.Namespace) -> list[str]:
         f"trainer.batch_size={args.batch_size}", f"trainer.epochs={args.update_interval * SCHEDULE_LENGTH_IN_UPDATES}",
         f"trainer.device={args.device}", f"trainer.threads={args.threads or 'auto'}",
         f"trainer.bf16={switch(args.bf16)}", f"trainer.channels_last={switch(args.channels_last)}",
-        f"trainer.compile={str(args.compile).lower()}", f"seed={args.seed}", f"sparsity={0.0 if method == DENSE else args.sparsity}",
+        f"trainer.compile={str(args.compile).lower()}", f"seed={args.seed}",
+        f"sparsity={0.0 if method == DENSE else args.sparsity}",
         "distribution=erk", "schedule=itop", f"schedule.update_interval={args.update_interval}",
         f"acq={'static' if method == DENSE else method}",
     ]
@@ -266,25 +279,31 @@ def measure(runners: list[Runner], settings: Settings, blocks: int, block_steps:
             seconds = timed(lambda: runner.regular_steps(settings, block_steps), settings.device)
             runner.step_seconds.append(seconds / block_steps)
             if runner.engine is not None:
+                runner.apply_seconds.append(timed(runner.engine.masks.apply, settings.device))
                 runner.update_seconds.append(timed(runner.update, settings.device))
 
 
 def results(runners: list[Runner]) -> list[dict]:
     dense = runners[0]
     dense_step = statistics.median(dense.step_seconds)
+    megabytes = lambda runner: None if runner.peak_memory_bytes is None else runner.peak_memory_bytes / 2**20
     rows = []
     for runner in runners:
         step = statistics.median(runner.step_seconds)
         update = statistics.median(runner.update_seconds) if runner.update_seconds else 0.0
+        sparse = runner.engine is not None
         step_ratio = statistics.median(s / d for s, d in zip(runner.step_seconds, dense.step_seconds))
         rows.append({
             "method": runner.method,
             "step_ms": 1e3 * step,
-            "update_ms": 1e3 * update if runner.update_seconds else None,
+            "apply_ms": 1e3 * statistics.median(runner.apply_seconds) if sparse else None,
+            "update_ms": 1e3 * update if sparse else None,
             "amortised_ms": 1e3 * (step + update / runner.update_interval),
             "step_ratio": step_ratio,
             "ratio": step_ratio + update / runner.update_interval / dense_step,
-            "peak_memory_mb": None if runner.peak_memory_bytes is None else runner.peak_memory_bytes / 2**20,
+            "state_bytes_per_weight": runner.engine.state_bytes_per_weight() if sparse else None,
+            "peak_memory_mb": megabytes(runner),
+            "peak_memory_vs_dense_mb": None if megabytes(runner) is None else megabytes(runner) - megabytes(dense),
             "block_step_ms": [1e3 * seconds for seconds in runner.step_seconds],
         })
     return rows
@@ -312,15 +331,20 @@ def print_table(report: dict) -> None:
     title = (f"{settings['model']} x{settings['width']:g}, batch {settings['batch_size']}, "
              f"{'x'.join(map(str, settings['input_shape']))}, sparsity {settings['sparsity']:g}, "
              f"update every {settings['update_interval']} steps, {settings['device']}")
-    caption = "times in ms, medians over blocks; ratio = amortised step / dense step (paired by block)"
+    caption = ("times in ms, medians over blocks; ratio = amortised step / dense step (paired by block); "
+               "state B/w = engine state bytes per prunable weight")
     table = Table(title=title, caption=caption)
-    for column in ("method", "step", "update", "amortised", "step ratio", "ratio", "peak MB"):
+    columns = {"method": None, "step": ("step_ms", ".2f"), "apply": ("apply_ms", ".2f"), "update": ("update_ms", ".2f"),
+               "amortised": ("amortised_ms", ".2f"), "step ratio": ("step_ratio", ".3f"), "ratio": ("ratio", ".3f"),
+               "state B/w": ("state_bytes_per_weight", ".3f"), "peak MB": ("peak_memory_mb", ".1f"),
+               "vs dense MB": ("peak_memory_vs_dense_mb", "+.1f")}
+    for column in columns:
         table.add_column(column, justify="left" if column == "method" else "right")
-    number = lambda value, digits: "-" if value is None else f"{value:.{digits}f}"
     for row in report["results"]:
-        table.add_row(row["method"], number(row["step_ms"], 2), number(row["update_ms"], 2), number(row["amortised_ms"], 2), number(row["step_ratio"], 3),
-                      number(row["ratio"], 3), number(row["peak_memory_mb"], 1))
-    Console().print(table)
+        cells = ["-" if row[key] is None else format(row[key], spec) for key, spec in list(columns.values())[1:]]
+        table.add_row(row["method"], *cells)
+    console = Console()
+    console.print(table, width=max(console.width, 120))  # all ten columns readable, even in a narrow terminal
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -342,10 +366,16 @@ def main(argv: list[str] | None = None) -> dict:
         "results": results(runners),
     }
     print_table(report)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.out)
+    print(f"bench: wrote {args.out}")
     return report
+
+
+def write_report(report: dict, out: Path) -> None:
+    """Write the JSON whole or not at all (through a temporary file in the same folder)."""
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(json.dumps(report, indent=2) + "\n")
+    partial.replace(out)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """scripts/bench.py on a tiny model: the JSON it writes and the arithmetic of its figures."""
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -24,29 +25,70 @@ def bench():
     torch.set_num_threads(threads)  # --threads sets it for the whole test process
 
 
-def test_bench_writes_one_row_per_method_with_positive_times(bench, tmp_path):
-    out = tmp_path / "bench.json"
-    returned = bench.main([*TINY, "--out", str(out)])
-    report = json.loads(out.read_text())
+@pytest.fixture(scope="module")
+def default_run(bench, tmp_path_factory):
+    """One run of the tiny benchmark without --out, from a fresh working directory: (report, that directory)."""
+    workdir = tmp_path_factory.mktemp("bench_run")
+    previous = os.getcwd()
+    os.chdir(workdir)
+    try:
+        yield bench.main(TINY), workdir
+    finally:
+        os.chdir(previous)
+
+
+def test_bench_writes_its_default_json_under_outputs_and_nothing_else(default_run, capsys):
+    returned, workdir = default_run
+    assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == [
+        "outputs", "outputs/bench", "outputs/bench/bench.json"]
+    report = json.loads((workdir / "outputs" / "bench" / "bench.json").read_text())
     assert report == json.loads(json.dumps(returned))
     assert report["settings"]["update_interval"] == 4 and report["settings"]["device"] == "cpu"
     assert {"torch", "cpu", "threads"} <= set(report["machine"])
-    rows = {row["method"]: row for row in report["results"]}
+
+
+def test_times_and_ratios_follow_from_the_blocks(default_run):
+    rows = {row["method"]: row for row in default_run[0]["results"]}
     assert list(rows) == ["dense", "ee", "rigl", "set", "random"]
     dense = rows.pop("dense")
-    assert dense["update_ms"] is None
+    assert dense["update_ms"] is None and dense["apply_ms"] is None
     assert dense["step_ratio"] == dense["ratio"] == 1.0
     assert dense["amortised_ms"] == dense["step_ms"] > 0
     for row in rows.values():
-        assert row["step_ms"] > 0 and row["update_ms"] > 0
+        assert row["step_ms"] > 0 and row["update_ms"] > 0 and row["apply_ms"] > 0
         assert row["amortised_ms"] == pytest.approx(row["step_ms"] + row["update_ms"] / 4)
         paired = sorted(s / d for s, d in zip(row["block_step_ms"], dense["block_step_ms"]))
         assert row["step_ratio"] == pytest.approx(sum(paired) / 2)  # the median of the 2 blocks' ratios
         assert row["ratio"] == pytest.approx(row["step_ratio"] + row["update_ms"] / 4 / dense["step_ms"])
-    for row in report["results"]:
+    for row in default_run[0]["results"]:
         assert len(row["block_step_ms"]) == 2
-        if report["memory_measure"] is not None:  # Linux or CUDA
-            assert row["peak_memory_mb"] > 0
+
+
+def test_memory_columns(default_run):
+    report = default_run[0]
+    rows = {row["method"]: row for row in report["results"]}
+    # The MLP's prunable layers hold multiples of 8 weights: a uint8 mask (1 byte) + explored and epoch-start
+    # bits (1/8 + 1/8); EE alone keeps int32 N counters (+4).
+    assert rows["dense"]["state_bytes_per_weight"] is None
+    assert rows["ee"]["state_bytes_per_weight"] == 1.25 + 4
+    for method in ("rigl", "set", "random"):
+        assert rows[method]["state_bytes_per_weight"] == 1.25
+    if report["memory_measure"] is None:  # neither Linux nor CUDA
+        return
+    assert rows["dense"]["peak_memory_vs_dense_mb"] == 0.0
+    for row in rows.values():
+        assert row["peak_memory_mb"] > 0
+        assert row["peak_memory_vs_dense_mb"] == pytest.approx(row["peak_memory_mb"] - rows["dense"]["peak_memory_mb"])
+
+
+def test_out_must_be_a_writable_file_path(bench, tmp_path):
+    with pytest.raises(UserError, match=f"--out={tmp_path} is a directory"):
+        bench.main([*TINY, "--out", str(tmp_path)])
+    blocker = tmp_path / "file"
+    blocker.write_text("kept")
+    with pytest.raises(UserError, match="cannot be written"):
+        bench.main([*TINY, "--out", str(blocker / "bench.json")])
+    assert blocker.read_text() == "kept" and sorted(tmp_path.iterdir()) == [blocker]
 
 
 @pytest.mark.parametrize(
