@@ -25,7 +25,7 @@ def sparsify(
     acq_options: dict | None = None,
     distribution: str = "erk",
     dense_first_layer: bool | None = None,
-    dense_last_layer: bool = False,
+    dense_last_layer: bool | None = None,
     schedule: "str | UpdateSchedule" = "itop",
     prunable: Callable[[str, nn.Module], bool] | None = None,
     seed: int = 0,
@@ -41,7 +41,8 @@ def sparsify(
     total_steps: calls of engine.step() in the whole run (e.g. len(loader) * epochs).
     acq: a registered name (acquisition_names()), an Acquisition subclass (built with acq_options) or instance.
     distribution: erk | er | uniform. dense_first_layer: None = the distribution's convention (uniform: dense,
-        as in RigL; erk/er: sparse). schedule: a preset name (SCHEDULE_PRESETS) or an UpdateSchedule; any
+        and every other layer at exactly 1 - sparsity, as in RigL; erk/er: sparse); dense_last_layer: None =
+        sparse for every distribution (RigL's convention too); True / False force either. schedule: a preset name (SCHEDULE_PRESETS) or an UpdateSchedule; any
         UpdateSchedule field may be overridden by keyword (update_interval=100, rounding="int", ...).
     prunable(name, module) -> bool picks the sparse modules (default is_prunable: Conv1d/2d/3d and Linear).
     seed / generator: the random masks and random growth (use the same seed on every rank).
@@ -67,6 +68,8 @@ def sparsify(
     check_choice("distribution", distribution, DISTRIBUTIONS)
     if dense_first_layer is None:
         dense_first_layer = distribution == "uniform"
+    if dense_last_layer is None:
+        dense_last_layer = False
     check_bool("dense_first_layer", dense_first_layer)
     check_bool("dense_last_layer", dense_last_layer)
     if not isinstance(schedule, (str, UpdateSchedule)):

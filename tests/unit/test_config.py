@@ -64,7 +64,8 @@ def run_cli(args, tmp_path, monkeypatch, capsys) -> str:
 @pytest.mark.parametrize("args, message", [
     # every value of issue 8 that ran to the end with exit 0 or ended in a traceback with a run dir left behind
     (["trainer.bf16=maybe"], "trainer.bf16=maybe is invalid; allowed: auto | true | false"),
-    (["dense_first_layer=maybe"], "dense_first_layer=maybe is invalid; allowed: true | false"),
+    (["dense_first_layer=maybe"],
+     "dense_first_layer=maybe is invalid; allowed: null (the distribution's convention) | true | false"),
     (["+foo=1"], "foo is not a config key; allowed at the top level: sparsity, distribution, dense_first_layer,"),
     (["acq.c=nan"], "acq.c=nan is invalid; allowed: a finite number >= 0"),
     (["acq.c=foo"], "acq.c=foo is invalid; allowed: a finite number >= 0"),
