@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from dst_cli.sparse.acquisition import Acquisition, ScoreContext
 from dst_cli.sparse.errors import MasksDiverged
+from dst_cli.sparse.flops import training_flops_ratio
 from dst_cli.sparse.masks import SparseMasks, active_positions, finite_scores, lowest
 from dst_cli.sparse.schedule import UpdateSchedule
 
@@ -45,6 +46,13 @@ class SparseEngine:
         self.updates_done = 0
         self.last_update_step = -1
         self.mask_checks = 0       # cross-rank mask agreements enforced (DDP)
+        # Exact integrals for the training FLOPs, in Python ints: per layer, the active weights summed over the
+        # iterations up to `integrated_until` (each iteration's forward/backward runs on the masks in force
+        # before any update of that iteration), and summed over the iterations that needed a dense gradient.
+        self.active_sums = [0] * len(self.names)
+        self.integrated_until = 0
+        self.dense_gradient_sums = [0] * len(self.names)
+        self.dense_gradient_iterations = 0
 
     def _densities(self) -> dict[str, float]:
         """Each layer's density from its exact count (SNFS, DSR and gradual pruning move counts)."""
@@ -53,16 +61,15 @@ class SparseEngine:
     # ----- the per-iteration call -----
     def step(self) -> None:
         """Call after loss.backward(), instead of optimizer.step()."""
+        self.step_count += 1  # this iteration (its forward and backward ran on the current masks)
         before = not self.schedule.update_after_optimizer_step
         if before and self._update_due(self.optimizer_steps):
             self.update(self.optimizer_steps)
             if self.schedule.skip_optimizer_step_on_update:
-                self.step_count += 1
                 return
         self.optimizer.step()
         self.masks.apply()
         self.optimizer_steps += 1
-        self.step_count += 1
         if not before and self._update_due(self.optimizer_steps):
             self.update(self.optimizer_steps)
 
@@ -97,6 +104,7 @@ class SparseEngine:
         ones included when `regrow_dropped` (RigL TF sparse_optimizers_base.py:293-317; ITOP core.py:320-368);
         else only weights inactive before the update. The count of active weights stays exact."""
         self.masks.count_active_steps(step)
+        self._integrate_active_counts()
         self._prune_gradually(step)
         if self.acq.updates_topology:
             self._drop_and_grow(step)
@@ -212,6 +220,38 @@ class SparseEngine:
         self.mask_checks += 1
 
     # ----- measurements -----
+    def _integrate_active_counts(self) -> None:
+        """Before the counts change: add the current counts for every iteration since the last call, and for
+        this iteration's dense gradient when the update reads one."""
+        elapsed = self.step_count - self.integrated_until
+        self.active_sums = [total + count * elapsed for total, count in zip(self.active_sums, self.counts)]
+        self.integrated_until = self.step_count
+        if self.acq.updates_topology and self.acq.uses_gradient and not self.acq.dense_gradient_every_step:
+            self.dense_gradient_sums = [total + count for total, count in zip(self.dense_gradient_sums, self.counts)]
+            self.dense_gradient_iterations += 1
+
+    def mean_densities(self) -> dict[str, float]:
+        """Each layer's density averaged over the iterations so far (exact: gradual pruning, SNFS and DSR move
+        counts during a run); the current densities before the first iteration."""
+        if self.step_count == 0:
+            return dict(self.densities)
+        elapsed = self.step_count - self.integrated_until
+        return {name: (total + count * elapsed) / (self.step_count * w.numel())
+                for name, w, total, count in zip(self.names, self.masks.weights, self.active_sums, self.counts)}
+
+    def training_flops_ratio(self, layer_flops: dict[str, int]) -> float:
+        """Training FLOPs of the iterations so far relative to dense training of as many iterations, integrated
+        exactly over the per-iteration densities (RigL's accounting, dst_cli.sparse.flops)."""
+        if self.acq.dense_gradient_every_step:
+            densities = self.mean_densities()
+            return training_flops_ratio(layer_flops, densities, self.step_count, self.step_count, densities)
+        dense_gradient_densities = {
+            name: total / (max(self.dense_gradient_iterations, 1) * w.numel())
+            for name, w, total in zip(self.names, self.masks.weights, self.dense_gradient_sums)
+        }
+        return training_flops_ratio(layer_flops, self.mean_densities(), self.step_count,
+                                    self.dense_gradient_iterations, dense_gradient_densities)
+
     def dense_gradient_updates(self, steps: int) -> int:
         """Iterations within the first `steps` that needed a dense gradient (for FLOPs): every one for an
         acquisition with dense_gradient_every_step (SNFS), else the mask updates of a gradient-based one."""
@@ -260,6 +300,10 @@ class SparseEngine:
             "updates_done": self.updates_done,
             "last_update_step": self.last_update_step,
             "mask_checks": self.mask_checks,
+            "active_sums": dict(zip(self.names, self.active_sums)),
+            "integrated_until": self.integrated_until,
+            "dense_gradient_sums": dict(zip(self.names, self.dense_gradient_sums)),
+            "dense_gradient_iterations": self.dense_gradient_iterations,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -270,3 +314,7 @@ class SparseEngine:
         self.step_count, self.optimizer_steps = state["step_count"], state["optimizer_steps"]
         self.updates_done, self.last_update_step = state["updates_done"], state["last_update_step"]
         self.mask_checks = state["mask_checks"]
+        self.active_sums = [state["active_sums"][name] for name in self.names]
+        self.dense_gradient_sums = [state["dense_gradient_sums"][name] for name in self.names]
+        self.integrated_until = state["integrated_until"]
+        self.dense_gradient_iterations = state["dense_gradient_iterations"]

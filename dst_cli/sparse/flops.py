@@ -81,20 +81,24 @@ def inference_flops_ratio(layer_flops: dict[str, int], densities: dict[str, floa
 
 
 def training_flops_ratio(
-    layer_flops: dict[str, int], densities: dict[str, float], steps: int, dense_grad_steps: int
+    layer_flops: dict[str, int],
+    densities: dict[str, float],
+    steps: int,
+    dense_grad_steps: int,
+    dense_grad_densities: dict[str, float] | None = None,
 ) -> float:
     """Training cost relative to dense training with the same number of steps (RigL accounting).
 
-    With f_D = sum F_l (dense forward) and f_S = sum d_l F_l (sparse forward):
+    With F_l the dense forward FLOPs of layer l, f_D = sum F_l and f_S = sum d_l F_l:
       - dense training costs 3 f_D per step: forward, backward w.r.t. inputs, backward w.r.t. weights;
       - a sparse training step costs 3 f_S;
-      - a mask-update step of a gradient-based acquisition (RigL, DST-EE) also needs the dense
-        weight gradient, so its weight-gradient pass costs f_D instead of f_S: 2 f_S + f_D.
-    ratio = ((steps - dense_grad_steps) * 3 f_S + dense_grad_steps * (2 f_S + f_D)) / (steps * 3 f_D)
-
-    The densities are taken as constant over training (the current masks), which is exact for
-    DST methods that keep the number of active weights fixed. With steps == 0 the ratio is the
-    per-step one, f_S / f_D, so it is defined from the very start of a run.
+      - a step that needs the dense weight gradient (a mask update of RigL / DST-EE; every step of SNFS)
+        pays f_D instead of f_S for its weight-gradient pass: 2 f_S + f_D.
+    densities: each layer's density averaged over the `steps` steps; dense_grad_densities: averaged over the
+    `dense_grad_steps` steps that need the dense gradient (default: `densities`). Both averages make the ratio
+    exact when densities change during a run (SparseEngine.training_flops_ratio keeps the sums):
+      ratio = (3 steps f_S(mean) + dense_grad_steps (f_D - f_S(dense-grad mean))) / (3 steps f_D)
+    With steps == 0 the ratio is the per-step one, f_S / f_D, so it is defined from the very start of a run.
     """
     if not 0 <= dense_grad_steps <= steps:
         raise ValueError(f"need 0 <= dense_grad_steps <= steps, got {dense_grad_steps} and {steps}")
@@ -102,6 +106,6 @@ def training_flops_ratio(
     sparse = sparse_forward_flops(layer_flops, densities)
     if steps == 0:
         return sparse / dense
-    sparse_steps = steps - dense_grad_steps
-    training_cost = sparse_steps * 3 * sparse + dense_grad_steps * (2 * sparse + dense)
+    sparse_at_dense_grad = sparse_forward_flops(layer_flops, dense_grad_densities or densities)
+    training_cost = 3 * steps * sparse + dense_grad_steps * (dense - sparse_at_dense_grad)
     return training_cost / (steps * 3 * dense)

@@ -1,7 +1,8 @@
 import pytest
+import torch
 from torch import nn
 
-from dst_cli.sparse import inference_flops_ratio, is_prunable, layer_flops, training_flops_ratio
+from dst_cli.sparse import inference_flops_ratio, is_prunable, layer_flops, sparsify, training_flops_ratio
 
 # Hand-computed dense forward FLOPs per sample of SmallNet on a 3x8x8 input:
 #   features.0  conv 3->8, 3x3, pad 1        -> 8x8x8 out: 2 * (3*3*3)   * 8 * 64 = 27648
@@ -137,3 +138,42 @@ def test_impossible_step_counts_are_rejected(steps, dense_grad_steps):
 def test_densities_of_unknown_layers_are_rejected():
     with pytest.raises(ValueError, match="bias"):
         inference_flops_ratio(SMALL_NET_FLOPS, {"features.0.bias": 0.5})
+
+
+def test_dense_gradient_steps_at_other_densities_than_the_mean():
+    # 10 steps at the SPARSE densities on average, the 2 dense-gradient steps at all-0.5 densities (f_S = 18336):
+    #   (3*10*9024 + 2*(36672 - 18336)) / (10*3*36672) = 307392 / 1100160
+    half = {name: 0.5 for name in SMALL_NET_FLOPS}
+    ratio = training_flops_ratio(SMALL_NET_FLOPS, SPARSE_DENSITIES, steps=10, dense_grad_steps=2,
+                                 dense_grad_densities=half)
+    assert ratio == pytest.approx(307392 / 1100160)
+
+
+@pytest.mark.parametrize("acq, expected", [
+    # Linear(10, 10): F = 200 FLOPs. GraNet's cubic from 50 to 10 active weights over 4 steps, an update after
+    # the optimizer step of steps 1, 2, 3 (ITOP order): int(100 * d) for d = 0.1 + 0.4 (1 - t/4)^3 = 26, 15, 10.
+    # The 4 iterations run on 50, 26, 15, 10 active weights: 3 * 200 * 101/100 = 606 FLOPs of sparse passes.
+    ("static", 606 / 2400),                    # pruning only: no dense gradient
+    ("rigl", (606 + 600 - 200 * 91 / 100) / 2400),  # + 3 dense weight gradients, on 50 + 26 + 15 = 91 active
+])
+def test_training_flops_integrate_densities_that_change_during_the_run(acq, expected):
+    torch.manual_seed(0)
+    model = nn.Linear(10, 10, bias=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    engine = sparsify(model, optimizer, sparsity=0.9, total_steps=4, acq=acq, distribution="uniform",
+                      dense_first_layer=False, schedule="gradual", update_interval=1, prune_end_fraction=1.0)
+    actives = []
+    for _ in range(4):
+        actives.append(engine.stats()["layers"]["weight"]["active"])
+        model(torch.randn(3, 10)).sum().backward()
+        engine.step()
+    assert actives == [50, 26, 15, 10] and engine.stats()["layers"]["weight"]["active"] == 10
+    assert engine.mean_densities() == {"weight": 101 / 400}
+    assert engine.training_flops_ratio({"weight": 200}) == pytest.approx(expected, rel=1e-12)
+    assert inference_flops_ratio({"weight": 200}, engine.densities) == pytest.approx(0.1)
+    copy = nn.Linear(10, 10, bias=False)
+    restored = sparsify(copy, torch.optim.SGD(copy.parameters(), lr=0.1), sparsity=0.9, total_steps=4, acq=acq,
+                        distribution="uniform", dense_first_layer=False, schedule="gradual", update_interval=1,
+                        prune_end_fraction=1.0)
+    restored.load_state_dict(engine.state_dict())
+    assert restored.training_flops_ratio({"weight": 200}) == engine.training_flops_ratio({"weight": 200})
