@@ -25,7 +25,7 @@ from dst_cli.metrics import MetricsLog, finite_or_none, open_tensorboard, write_
 from dst_cli.optim import learning_rate, set_learning_rate
 from dst_cli.rundir import RunDir
 from dst_cli.signals import StopRequest, stop_on_signals
-from dst_cli.sparse import SparseEngine, inference_flops_ratio, training_flops_ratio
+from dst_cli.sparse import SparseEngine, inference_flops_ratio
 
 log = logging.getLogger("dst_cli")
 
@@ -212,9 +212,7 @@ class Trainer:
         return loss_sum.item() / seen, correct.item() / seen
 
     def train_flops_ratio(self) -> float:
-        return training_flops_ratio(
-            self.layer_flops, self.engine.densities, self.step, self.engine.dense_gradient_updates(self.step)
-        )
+        return self.engine.training_flops_ratio(self.layer_flops)
 
     # ----- checkpoints -----
     def save(self, row: dict) -> None:
