@@ -136,7 +136,7 @@ class TrainerConfig:
                                "batch size of the val / test passes (no effect on results)")
     device: str = key("auto", one_of(*DEVICES), "auto picks cuda when present")
     threads: Any = key("auto", auto_or(number_range(1, integer=True)),
-                       "torch CPU threads; auto = physical cores available to this process")
+                       "torch CPU threads; auto = OMP_NUM_THREADS if set, else the physical cores available")
     checkpoint: bool = key(True, BOOLEAN, "write checkpoints/last.pt every epoch and best.pt on a new best")
     progress: str = key("auto", one_of(*PROGRESS_MODES),
                         "auto: a progress bar on a terminal, log lines otherwise")
@@ -360,8 +360,12 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def resolve_threads(value: int | str) -> int:
-    """trainer.threads: `auto` = the physical cores this process may use."""
-    return physical_cores() if value == "auto" else int(value)
+    """trainer.threads: `auto` = OMP_NUM_THREADS when it is set (a cluster's or a shared machine's share),
+    else the physical cores this process may use."""
+    if value != "auto":
+        return int(value)
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(omp) if omp.isdigit() and int(omp) > 0 else physical_cores()
 
 
 def display_name(node: Mapping) -> str:
