@@ -43,6 +43,14 @@ def non_finite_keys(state: dict) -> list[str]:
     return bad
 
 
+def check_finite(state: dict, path: Path) -> None:
+    """NonFiniteState naming the first bad tensor if `state` (to be written to `path`) holds inf or NaN."""
+    bad = non_finite_keys(state)
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise NonFiniteState(f"{bad[0]}{more} not finite; kept the previous {path.name}")
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write `path` whole or not at all; the previous file stays on any failure.
 
@@ -50,10 +58,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
     A full disk or read-only folder raises WriteFailed naming `path`, with no temporary file left. The state
     is serialised in memory first, because torch.save reports a failed file write as an opaque RuntimeError.
     """
-    bad = non_finite_keys(state)
-    if bad:
-        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-        raise NonFiniteState(f"{bad[0]}{more} not finite; kept the previous {path.name}")
+    check_finite(state, path)
     buffer = io.BytesIO()
     torch.save({"version": VERSION, **state}, buffer)
     write_atomic(path, buffer.getbuffer())

@@ -3,9 +3,8 @@
 Nothing heavy is imported at module level (no torch, torchvision or scikit-learn): a bad value is refused,
 and --help answered, before PyTorch loads.
 """
-import importlib.resources
+import json
 import os
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -13,23 +12,29 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from dst_cli.console import announce_start
 from dst_cli.distributed import launched_by_torchrun
 from dst_cli.errors import UserError
+from dst_cli.help import group_options, maybe_print_help
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
-def holds_a_run(run_dir: Path) -> bool:
-    from dst_cli.rundir import RunDir
-
-    paths = RunDir(run_dir)
-    return any(path.exists() for path in (paths.metrics, paths.summary, paths.checkpoints))
+def is_rank0() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def fail(message: str, code: int) -> None:
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun: said once
+    if is_rank0():  # under torchrun: said once
         print(f"dst-train: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+class FailedJobs:
+    """Jobs of this sweep (in this process) that ended in an error: the exit status holds even when the sweep
+    report cannot be built."""
+
+    count = 0
 
 
 def fail_job(message: str, code: int) -> None:
@@ -38,46 +43,98 @@ def fail_job(message: str, code: int) -> None:
     from hydra.types import RunMode
 
     if HydraConfig.get().mode == RunMode.MULTIRUN:
-        print(f"dst-train: job {HydraConfig.get().job.num}: {message}", file=sys.stderr)
+        FailedJobs.count += 1
+        if is_rank0():
+            print(f"dst-train: job {HydraConfig.get().job.num}: {message}", file=sys.stderr)
         return
     fail(message, code)
 
 
-@hydra.main(version_base="1.3", config_path="pkg://dst_cli.conf", config_name="train")
-def hydra_main(cfg: DictConfig) -> float | None:
+def recorded_status(path: Path) -> str | None:
+    """The status summary.json holds, or None if it cannot be read."""
+    try:
+        return json.loads(path.read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def record_refused_job(run, cfg: DictConfig, error: str) -> None:
+    """A sweep job refused before training still leaves summary.json (status failed, its error and overrides)
+    and its .hydra/ record, so summary.csv and report.md list it. An earlier run's files are never replaced."""
     from hydra.core.hydra_config import HydraConfig
 
+    from dst_cli.metrics import save_summary
+    from dst_cli.rundir import SUMMARY_NAME, WriteFailed
+
+    if SUMMARY_NAME in run.origin.entries:
+        return
+    overrides = list(HydraConfig.get().overrides.task)
+    record = {"status": "failed", "error": error, "run_dir": str(run.path), "overrides": overrides,
+              "sparsity": cfg.get("sparsity"), "seed": cfg.get("seed")}
+    problem = save_summary(run.summary, record)
+    if problem:
+        print(f"dst-train: {problem}", file=sys.stderr)
+    if not run.hydra_record.exists():
+        try:
+            run.write_hydra_record(cfg, HydraConfig.instance().cfg, overrides)
+        except WriteFailed as failure:
+            print(f"dst-train: {failure}", file=sys.stderr)
+
+
+def interruption_line(stopped, run) -> str:
+    """What stopped the run, whether a checkpoint was written, and the command that resumes it (inside a
+    sweep: the sweep's command with its hydra.sweep.dir)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from dst_cli.signals import interruption_message, resume_command
+
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    sweep_dir = Path(HydraConfig.get().sweep.dir).absolute() if in_sweep else None
+    program = "torchrun <the same torchrun options> -m dst_cli" if launched_by_torchrun() else "dst-train"
+    resume = resume_command(sys.argv[1:], run.path, sweep_dir, program=program)
+    return interruption_message(stopped.stop.signal_name, stopped.step, stopped.checkpoint, resume)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://dst_cli.conf", config_name="train")
+def hydra_main(cfg: DictConfig) -> float | None:
+    """One run (or one job of a sweep) in the dir Hydra chose: claim it, train, say how it ended.
+
+    Only rank 0 owns the dir (its lock, .hydra/, summary.json); every rank exits with the same status."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from dst_cli.checkpoint import NonFiniteState
     from dst_cli.console import print_summary
+    from dst_cli.rundir import RunDir, WriteFailed
     from dst_cli.sparse import MasksDiverged
     from dst_cli.train import Interrupted, NonFiniteLoss, train
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    fresh = not holds_a_run(run_dir)
+    run = RunDir(HydraConfig.get().runtime.output_dir)
     try:
-        summary = train(cfg, run_dir)
-    except UserError as error:
-        if fresh and int(os.environ.get("RANK", "0")) == 0:  # bad input: leave no half-written run dir
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if is_rank0():
+            run.claim()
+        summary = train(cfg, run, record=lambda: run.write_hydra_record(
+            cfg, HydraConfig.instance().cfg, list(HydraConfig.get().overrides.task)))
+    except UserError as error:  # a bad value, a refused resume, a failed build, a dir in use
+        if run.owned and HydraConfig.get().mode == RunMode.MULTIRUN:
+            record_refused_job(run, cfg, f"error: {error}")
+        elif run.owned:
+            run.discard()  # only what this process created
         return fail_job(f"error: {error}", 2)
     except Interrupted as stopped:
-        print(f"dst-train: {stopped}; checkpoint saved, run the same command with hydra.run.dir={run_dir} to resume",
-              file=sys.stderr)
+        if is_rank0():
+            print(f"dst-train: {interruption_line(stopped, run)}", file=sys.stderr)
         stopped.stop.forward()  # e.g. submitit requeues the job now that the checkpoint is on disk
-        sys.exit(128 + (stopped.stop.signum or signal.SIGTERM))
-    except (NonFiniteLoss, MasksDiverged) as error:
-        return fail_job(f"run failed: {error} (status 'failed' in {run_dir / 'summary.json'})", 1)
+        sys.exit(128 + (stopped.stop.signum or signal.SIGTERM))  # on every rank
+    except (NonFiniteLoss, NonFiniteState, MasksDiverged, WriteFailed) as error:
+        where = (f"status 'failed' in {run.summary}" if recorded_status(run.summary) == "failed"
+                 else f"{run.summary} could not be written")
+        return fail_job(f"run failed: {error} ({where})", 1)
     if summary:  # rank 0
         print_summary(summary)
         return summary["best_test_acc"]
     return None
-
-
-def group_options(group: str) -> list[str] | None:
-    """The options of config group `group`, or None if there is no such group."""
-    folder = importlib.resources.files("dst_cli.conf").joinpath(group)
-    if not folder.is_dir():
-        return None
-    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
 
 
 def unknown_group_option(args: list[str]) -> str | None:
@@ -107,12 +164,12 @@ def with_custom_plugins(args: list[str]) -> list[str]:
 
 
 def torchrun_args(args: list[str]) -> list[str]:
-    """Under torchrun all ranks share one run dir, which must therefore be named; only rank 0 writes Hydra's files."""
+    """Under torchrun all ranks share one run dir, which must therefore be named; only rank 0 logs to train.log."""
     if not any(arg.startswith("hydra.run.dir=") for arg in args):
         fail("error: under torchrun give the run dir every rank shares: hydra.run.dir=outputs/runs/NAME", 2)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_rank0():
         return args
-    return [*args, "hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    return [*args, "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
 
 
 def composition_problem(error: Exception) -> str:
@@ -149,12 +206,9 @@ def check_before_start(args: list[str]) -> None:
 
 def main() -> None:
     args = sys.argv[1:]
-    try:
-        from dst_cli.help import maybe_print_help
-    except ImportError:  # dst_cli.help not written yet
-        maybe_print_help = None
-    if maybe_print_help is not None:
-        maybe_print_help(args)
+    if maybe_print_help(args):
+        return
+    announce_start(args)
     problem = unknown_group_option(args)
     if problem:
         fail(f"error: {problem}", 2)
@@ -167,5 +221,6 @@ def main() -> None:
     hydra_main()
     from dst_cli.callbacks import SweepReport
 
-    if SweepReport.unfinished_runs:
-        fail(f"{SweepReport.unfinished_runs} run(s) of the sweep did not complete; report.md in the sweep dir lists them", 1)
+    unfinished = max(SweepReport.unfinished_runs, FailedJobs.count)
+    if unfinished:
+        fail(f"{unfinished} run(s) of the sweep did not complete; report.md in the sweep dir lists them", 1)

@@ -15,7 +15,6 @@ from rich.table import Table
 from rich.text import Text
 
 log = logging.getLogger("dst_cli")
-PROGRESS_MODES = ("auto", "bar", "log", "none")
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 COLUMN_WIDTH = 10  # every column but the epoch's: "explored" or "12345.6s" and a two-space gap
 
@@ -53,6 +52,7 @@ def in_parallel_launcher() -> bool:
 
 
 def resolve_mode(mode: str) -> str:
+    """trainer.progress (one of dst_cli.config.PROGRESS_MODES) -> bar | log | none."""
     if mode != "auto":
         return mode
     return "bar" if sys.stdout.isatty() and not in_parallel_launcher() else "log"

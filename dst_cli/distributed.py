@@ -75,6 +75,18 @@ def min_across_ranks(values: torch.Tensor, context: Context) -> torch.Tensor:
     return values
 
 
+def gather(values: torch.Tensor, context: Context) -> torch.Tensor:
+    """[world_size, *values.shape]: every rank's `values`, in rank order (collective; one process: values[None])."""
+    if not context.distributed:
+        return values.unsqueeze(0)
+    import torch
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(values) for _ in range(context.world_size)]
+    dist.all_gather(parts, values)
+    return torch.stack(parts)
+
+
 def any_rank(flag: bool, context: Context) -> bool:
     """True on every rank if `flag` is true on some rank (so all ranks take the same branch)."""
     if not context.distributed:

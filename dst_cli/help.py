@@ -29,6 +29,8 @@ GROUP_MEANINGS = {
     "experiment": "a preset setting many keys at once (its file's header gives its source)",
     "schedule": "when and how much the topology changes: a preset of the schedule.* keys",
     "logger": "where metrics go besides metrics.jsonl",
+    "method": "a method of the paper table (acq, init and schedule at once): +method=NAME",
+    "sparsity_level": "a sparsity column of the paper table: +sparsity_level=NAME",
 }
 
 RECIPES = [
@@ -154,14 +156,15 @@ def plugin_rows(cfg, group: str) -> list[tuple[str, str]]:
 
 def group_rows(cfg) -> list[tuple[str, str, str]]:
     """(group, meaning, choices with the default marked *) of every config group."""
-    from dst_cli.config import TrainConfig, describe_keys
+    from dst_cli.config import TrainConfig, describe_keys, schema_fields
 
-    meanings = {key: meaning for key, _, meaning, _ in describe_keys(TrainConfig)} | GROUP_MEANINGS
+    nodes = {name: spec.metadata["help"] for name, spec in schema_fields(TrainConfig).items()}  # init, schedule, ...
+    meanings = nodes | {key: meaning for key, _, meaning, _ in describe_keys(TrainConfig)} | GROUP_MEANINGS
     rows = []
     for group in config_groups():
         default = cfg.hydra.runtime.choices.get(group)
         choices = " ".join(f"{choice}*" if choice == default else choice for choice in group_options(group))
-        rows.append((group, meanings[group], choices))
+        rows.append((group, meanings.get(group, f"presets in conf/{group}/"), choices))
     launchers = " ".join(["basic*", "joblib", *group_options("hydra/launcher")])
     rows.append(("hydra/launcher", "how a sweep (-m) runs its jobs", launchers))
     return rows

@@ -1,13 +1,15 @@
 """train(cfg, run_dir) -> summary dict: the training loop of a run built by dst_cli.build, in a fixed order.
 
 Per step: lr -> forward -> backward -> engine.step() (the mask update when due, on the dense gradient of
-this batch; the optimizer step; the inactive weights back to 0). Per epoch: evaluate, append metrics.jsonl,
-checkpoint. Metrics accumulate on the device and are read once per epoch (no syncs in the loop).
+this batch; the optimizer step; the inactive weights back to 0). Per epoch: evaluate, append metrics.jsonl
+(the row is on disk before the checkpoint that covers it), checkpoint. Metrics accumulate on the device and
+are read once per epoch (no syncs in the loop).
 """
 import logging
 import math
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -17,11 +19,11 @@ from torch import nn
 
 from dst_cli import distributed
 from dst_cli.build import Run, build_run
-from dst_cli.checkpoint import copy_checkpoint, last_checkpoint, load_checkpoint, save_checkpoint
+from dst_cli.checkpoint import check_finite, copy_checkpoint, load_checkpoint, save_checkpoint
 from dst_cli.config import RESULT_NEUTRAL_KEYS, display_name
 from dst_cli.console import EpochProgress
 from dst_cli.errors import UserError
-from dst_cli.metrics import MetricsLog, finite_or_none, open_tensorboard, write_json
+from dst_cli.metrics import MetricsLog, finite_or_none, open_tensorboard, save_summary
 from dst_cli.optim import learning_rate, set_learning_rate
 from dst_cli.rundir import RunDir
 from dst_cli.signals import StopRequest, stop_on_signals
@@ -39,11 +41,11 @@ class NonFiniteLoss(Exception):
 
 
 class Interrupted(Exception):
-    """A stop signal was acted on: the checkpoint of `step` is written."""
+    """A stop signal was acted on at `step`; `checkpoint` is the file written then (None: trainer.checkpoint=false)."""
 
-    def __init__(self, stop: StopRequest, step: int):
+    def __init__(self, stop: StopRequest, step: int, checkpoint: Path | None):
         super().__init__(f"stopped by {stop.signal_name or 'a signal to another rank'} at step {step}")
-        self.stop = stop
+        self.stop, self.step, self.checkpoint = stop, step, checkpoint
 
 
 def train_step(
@@ -75,7 +77,7 @@ NO_STEP = 2**62  # "no non-finite loss yet"; the minimum over ranks is the earli
 
 
 class EpochTotals:
-    """Running sums of the epoch in progress, on the device; part of a mid-epoch checkpoint."""
+    """Running sums of the epoch in progress (this rank's batches), on the device; part of a mid-epoch checkpoint."""
 
     def __init__(self, device: torch.device):
         self.loss_sum = torch.zeros((), device=device)
@@ -90,20 +92,34 @@ class EpochTotals:
         first_bad = (self.first_nonfinite_step == NO_STEP) & ~torch.isfinite(loss)
         self.first_nonfinite_step.masked_fill_(first_bad, step)
 
-    def state_dict(self) -> dict:
-        return {"loss_sum": self.loss_sum, "correct": self.correct, "seen": self.seen,
-                "first_nonfinite_step": self.first_nonfinite_step}
+    def state_dict(self, context: distributed.Context) -> dict:
+        """Every rank's own sums, [world_size, 4] in float64 (exact for float32 and int64 counts below 2**53, and
+        for NO_STEP): summing them into one would round differently from the uninterrupted epoch. Collective."""
+        local = torch.stack([self.loss_sum.double(), self.correct.double(), self.seen.double(),
+                             self.first_nonfinite_step.double()])
+        return {"per_rank": distributed.gather(local, context).cpu()}
 
-    def load_state_dict(self, state: dict) -> None:
-        for key in ("loss_sum", "correct", "seen", "first_nonfinite_step"):
-            getattr(self, key).copy_(state[key])
+    def load_state_dict(self, state: dict, context: distributed.Context) -> None:
+        per_rank = state["per_rank"]
+        if len(per_rank) != context.world_size:  # each rank's share of the epoch's batches would differ
+            raise UserError(f"the checkpoint was taken mid-epoch with {len(per_rank)} process(es); resume with "
+                            f"the same number (torchrun --nproc_per_node={len(per_rank)})")
+        loss_sum, correct, seen, first_nonfinite_step = per_rank[context.rank].tolist()
+        self.loss_sum.fill_(loss_sum)
+        self.correct.fill_(int(correct))
+        self.seen.fill_(int(seen))
+        self.first_nonfinite_step.fill_(int(first_nonfinite_step))
 
 
 class Trainer:
-    """Runs the loop of a built Run: epochs, evaluation, metrics, checkpoints, resume and the summary."""
+    """Runs the loop of a built Run: epochs, evaluation, metrics, checkpoints, resume and the summary.
 
-    def __init__(self, cfg: DictConfig, run: Run, run_dir: Path):
-        self.cfg, self.run_dir, self.paths = cfg, run_dir, RunDir(run_dir)
+    `record` (rank 0) writes the run's .hydra/ record once the run is accepted: after a resume was checked,
+    so a refused resume leaves the earlier record untouched."""
+
+    def __init__(self, cfg: DictConfig, run: Run, run_dir: Path | RunDir, record: Callable[[], None] | None = None):
+        self.cfg = cfg
+        self.paths = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         self.dist, self.device, self.data = run.dist, run.device, run.data
         self.model, self.forward_model, self.optimizer = run.model, run.forward_model, run.optimizer
         self.criterion, self.engine, self.layer_flops = run.criterion, run.engine, run.layer_flops
@@ -113,12 +129,19 @@ class Trainer:
         self.step, self.epoch, self.wall_time_s = 0, 0, 0.0
         self.best = {"value": -math.inf, "epoch": None, "test_acc": None}
         self.totals: EpochTotals | None = None
-        checkpoint = last_checkpoint(run_dir)
-        if checkpoint is not None:
+        checkpoint = self.paths.last_checkpoint
+        if checkpoint.exists():
             self.resume(load_checkpoint(checkpoint, self.device))
             log.info("resumed from %s at epoch %d, step %d", checkpoint, self.epoch, self.step)
-        self.metrics = MetricsLog(self.paths.metrics, keep_epochs=self.epoch) if self.dist.is_main else None
-        self.tensorboard = open_tensorboard(run_dir, cfg.logger) if self.dist.is_main else None
+        else:
+            self.paths.check_can_start_fresh()
+        self.metrics = self.tensorboard = None
+        if self.dist.is_main:
+            self.paths.path.mkdir(parents=True, exist_ok=True)
+            if record is not None:
+                record()
+            self.metrics = MetricsLog(self.paths.metrics, keep_epochs=self.epoch)
+            self.tensorboard = open_tensorboard(self.paths.path, cfg.logger)
 
     # ----- the loop -----
     def fit(self, stop: StopRequest) -> None:
@@ -160,8 +183,7 @@ class Trainer:
             self.totals.add(loss, logits, targets, self.step)
             progress.advance()
             if self.stop_now(stop):
-                self.save_last()
-                raise Interrupted(stop, self.step)
+                raise Interrupted(stop, self.step, self.save_last())
 
     def stop_now(self, stop: StopRequest) -> bool:
         if not self.dist.distributed:
@@ -223,9 +245,19 @@ class Trainer:
         if improved and self.dist.is_main and self.cfg.trainer.checkpoint:
             copy_checkpoint(self.paths.last_checkpoint, self.paths.best_checkpoint)
 
-    def save_last(self) -> None:
-        if self.dist.is_main and self.cfg.trainer.checkpoint:
-            save_checkpoint(self.paths.last_checkpoint, self.state_dict())
+    def save_last(self) -> Path | None:
+        """Write checkpoints/last.pt (rank 0); the path written, or None with trainer.checkpoint=false.
+
+        Called on every rank (the state gathers every rank's epoch totals), and every rank refuses a non-finite
+        state (NonFiniteState), so that all stop together and last.pt stays the last good state."""
+        if not self.cfg.trainer.checkpoint:
+            return None
+        state = self.state_dict()
+        if self.dist.is_main:
+            save_checkpoint(self.paths.last_checkpoint, state)
+        else:
+            check_finite(state, self.paths.last_checkpoint)
+        return self.paths.last_checkpoint
 
     def state_dict(self) -> dict:
         rng = {"torch": torch.get_rng_state()}
@@ -237,7 +269,7 @@ class Trainer:
             "sparse": self.engine.state_dict(),
             "step": self.step,
             "epoch": self.epoch,
-            "epoch_totals": None if self.totals is None else self.totals.state_dict(),
+            "epoch_totals": None if self.totals is None else self.totals.state_dict(self.dist),
             "best": self.best,
             "wall_time_s": self.wall_time_s,
             "rng": rng,
@@ -248,7 +280,7 @@ class Trainer:
         changed = config_changes(state["config"], OmegaConf.to_container(self.cfg, resolve=True))
         if changed:
             raise UserError(
-                f"{self.run_dir} holds a checkpoint of a different config ({'; '.join(changed)}); "
+                f"{self.paths.path} holds a checkpoint of a different config ({'; '.join(changed)}); "
                 "use a new run dir or the same overrides"
             )
         self.model.load_state_dict(state["model"])
@@ -258,7 +290,7 @@ class Trainer:
         self.best, self.wall_time_s = state["best"], state["wall_time_s"]
         if state["epoch_totals"] is not None:
             self.totals = EpochTotals(self.device)
-            self.totals.load_state_dict(state["epoch_totals"])
+            self.totals.load_state_dict(state["epoch_totals"], self.dist)
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
@@ -271,7 +303,7 @@ class Trainer:
         return {
             "status": status,
             "error": error,
-            "run_dir": str(self.run_dir),
+            "run_dir": str(self.paths.path),
             "model": display_name(cfg.model),
             "dataset": display_name(cfg.dataset),
             "acq": display_name(cfg.acq),
@@ -304,7 +336,7 @@ class Trainer:
         }
 
     def run(self) -> dict:
-        """fit() and, on rank 0, write summary.json whatever happens."""
+        """fit() and, on rank 0, write summary.json whatever happens (if at all possible: a full disk is logged)."""
         status, error = "failed", None
         try:
             with stop_on_signals() as stop:
@@ -319,7 +351,10 @@ class Trainer:
         finally:
             summary = self.summary(status, error) if self.dist.is_main else {}
             if self.dist.is_main:
-                write_json(self.paths.summary, summary)
+                problem = save_summary(self.paths.summary, summary)
+                if problem:
+                    log.error("%s", problem)
+                self.metrics.close()
             if self.tensorboard is not None:
                 self.tensorboard.close()
             distributed.stop(self.dist)
@@ -357,7 +392,7 @@ def task_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict:
+def train(cfg: DictConfig, run_dir: Path | RunDir, record: Callable[[], None] | None = None) -> dict:
+    """Build the run and train it in `run_dir`; `record` is called once the run is accepted (see Trainer)."""
     run = build_run(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return Trainer(cfg, run, run_dir).run()
+    return Trainer(cfg, run, run_dir, record).run()

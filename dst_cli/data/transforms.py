@@ -3,6 +3,8 @@
 Augmentations are split into `draw` (random parameters, on the CPU, from an explicit generator)
 and `apply` (deterministic), so the same parameters give the same image on any device and in
 either pipeline (whole-batch tensor ops or per-image PIL in DataLoader workers).
+
+torchvision is imported only by the per-image PIL functions: digits, synthetic and user-data runs never load it.
 """
 
 import math
@@ -10,7 +12,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import Tensor
 
@@ -62,6 +63,8 @@ class CropFlip:
 
     def apply_image(self, image: Image.Image, params: list[int]) -> Image.Image:
         """The same augmentation on one PIL image, with one row of `draw`'s parameters."""
+        import torchvision.transforms.functional as TF
+
         top, left, flip = params
         width, height = image.size
         image = TF.crop(TF.pad(image, [self.padding], fill=0), top, left, height, width)
@@ -77,6 +80,8 @@ class ResizedCropFlip:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
 
     def __call__(self, image: Image.Image, generator: torch.Generator) -> Image.Image:
+        import torchvision.transforms.functional as TF
+
         top, left, height, width = self.crop_box(*image.size, generator)
         image = TF.resized_crop(image, top, left, height, width, [self.size, self.size], antialias=True)
         flip = torch.randint(0, 2, (), generator=generator).item()
