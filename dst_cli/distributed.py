@@ -2,6 +2,13 @@
 
 torch is imported inside the functions: dst_cli.cli asks launched_by_torchrun() before PyTorch loads.
 (The masks' agreement across ranks is the sparse engine's own check: dst_cli.sparse.MasksDiverged.)
+
+Exit status: each rank exits 128+signal after a graceful stop (143 for SIGTERM), but torchrun itself exits 1
+whenever a worker exits non-zero: launch_agent raises ChildFailedError for the failed workers
+(torch/distributed/launcher/api.py:386 in torch 2.14) and that uncaught exception ends torchrun with status 1;
+a signal sent to torchrun itself is re-raised by its agent (torch/distributed/elastic/agent/server/api.py:752-756).
+A job scheduler that looks at the status therefore sees 1; the ranks' own statuses are in torchrun's
+ChildFailedError block ("exitcode: 143"). Nothing inside dst-train can change that.
 """
 from __future__ import annotations
 

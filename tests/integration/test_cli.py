@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dst_cli.cli import group_options
+from dst_cli.help import group_options
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]

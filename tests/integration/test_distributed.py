@@ -1,11 +1,16 @@
 """Several processes: torchrun with gloo on CPU, and Hydra's joblib launcher."""
 import importlib.util
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from dst_cli.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +31,49 @@ def test_two_ranks_keep_identical_masks_through_random_updates(tmp_path):
     assert summary["mask_checks"] == 5  # every update compared the masks of both ranks, and they agreed
     assert summary["density"] == pytest.approx(0.1, abs=2e-3)
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2  # written once, by rank 0
+
+
+def child_pids(pid: int) -> list[int]:
+    children = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as file:
+            children += [int(child) for child in file.read().split()]
+    return children
+
+
+def metrics_without_time(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "time/epoch_s"} for row in rows]
+
+
+def test_sigterm_to_both_ranks_then_resume_gives_the_uninterrupted_metrics(tmp_path):
+    """9 steps per epoch; the ranks act on a stop at multiples of 20 steps, i.e. mid-epoch (step 20 or 40): the
+    checkpoint holds both ranks' running sums, so the resumed epoch's train/loss and train/acc are exact."""
+    args = ("-m", "dst_cli", "experiment=quickstart", "trainer.epochs=6", "schedule.update_interval=5",
+            "trainer.progress=log")
+    straight = torchrun(*args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    run_dir = tmp_path / "stopped"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args,
+               f"hydra.run.dir={run_dir}"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in process.stdout:
+        if re.search(r"\s1/6\s", line):  # the epoch line of epoch 1
+            for rank in child_pids(process.pid):  # the ranks, not torchrun (its agent would kill them)
+                os.kill(rank, signal.SIGTERM)
+            break
+    output = process.stdout.read()
+    assert process.wait(timeout=120) == 1  # torchrun's own status whatever its workers' (dst_cli/distributed.py)
+    assert re.search(r"exitcode\s*:\s*143", output), output[-3000:]  # each rank: 128 + SIGTERM
+    assert output.count("stopped by SIGTERM at step") == 1, output[-3000:]  # said once, by rank 0
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert state["step"] in (20, 40) and state["epoch_totals"]["per_rank"].shape == (2, 4)
+
+    resumed = torchrun(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert metrics_without_time(run_dir) == metrics_without_time(tmp_path / "straight")
 
 
 # Each rank seeds its engine differently (a user's bug the engine must catch): its random masks differ, and

@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from dst_cli import checkpoint, rundir
-from dst_cli.checkpoint import load_checkpoint
-from dst_cli.train import Trainer, train
+from dst_cli import checkpoint
+from dst_cli.checkpoint import NonFiniteState, load_checkpoint
+from dst_cli.train import NonFiniteLoss, Trainer, train
 
 pytestmark = pytest.mark.slow
 RUN = ("experiment=quickstart", "trainer.epochs=4", "schedule.update_interval=7", "trainer.progress=log")
@@ -40,6 +40,7 @@ def test_sigterm_mid_epoch_then_restart_equals_an_uninterrupted_run(tmp_path):
     output = process.stdout.read()
     assert process.wait(timeout=120) == 128 + signal.SIGTERM
     assert "stopped by SIGTERM at step" in output
+    assert f"checkpoint saved to {run_dir / 'checkpoints' / 'last.pt'}; to resume: dst-train " in output
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
@@ -57,22 +58,56 @@ def test_sigterm_mid_epoch_then_restart_equals_an_uninterrupted_run(tmp_path):
         assert torch.equal(a["model"][name], b["model"][name])
 
 
-def test_non_finite_loss_fails_naming_the_step_and_keeps_the_good_checkpoint(make_cfg, tmp_path, monkeypatch):
-    cfg = make_cfg("experiment=quickstart", "trainer.epochs=3", "trainer.progress=none")
-    original_step = Trainer.train_epoch
+def poison_at_epoch_two(monkeypatch, poison) -> None:
+    """Trainer.train_epoch calls poison(model) at the start of epoch 2."""
+    original_epoch = Trainer.train_epoch
 
-    def poison_epoch_two(self, epoch, progress, stop):
+    def train_epoch(self, epoch, progress, stop):
         if epoch == 2:
             with torch.no_grad():
-                next(self.model.parameters()).fill_(float("nan"))
-        original_step(self, epoch, progress, stop)
+                poison(self.model)
+        original_epoch(self, epoch, progress, stop)
 
-    monkeypatch.setattr(Trainer, "train_epoch", poison_epoch_two)
-    with pytest.raises(Exception, match="non-finite at step 20"):
-        train(cfg, tmp_path)
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+
+
+@pytest.mark.parametrize(("poison", "error", "message"), [
+    (lambda model: next(model.parameters()).fill_(float("nan")), NonFiniteLoss, "non-finite at step 20"),
+    # the loss stays finite, but BatchNorm's running_var becomes inf: never written as the last good state
+    (lambda model: next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_var.fill_(
+        float("inf")), NonFiniteState, "running_var not finite; kept the previous last.pt"),
+], ids=["loss", "batchnorm buffer"])
+def test_a_non_finite_run_fails_and_keeps_the_last_good_checkpoint(make_cfg, tmp_path, monkeypatch, poison, error,
+                                                                   message):
+    poison_at_epoch_two(monkeypatch, poison)
+    with pytest.raises(error, match=message):
+        train(make_cfg("experiment=quickstart", "trainer.epochs=3", "trainer.progress=none"), tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["status"] == "failed" and "step 20" in summary["error"]
+    assert summary["status"] == "failed" and error.__name__ in summary["error"]
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.pt", "last.pt"]  # no .tmp
+
+
+def test_sigterm_without_checkpoints_says_so_and_the_rerun_keeps_the_metrics(tmp_path):
+    run_dir = tmp_path / "run"
+    args = (*RUN, "trainer.checkpoint=false", f"hydra.run.dir={run_dir}")
+    process = dst_train_process(*args, cwd=tmp_path)
+    for line in process.stdout:
+        if re.search(r"\s1/4\s", line):
+            process.send_signal(signal.SIGTERM)
+            break
+    output = process.stdout.read()
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM
+    assert "no checkpoint was written (trainer.checkpoint=false), so this run cannot be resumed" in output
+    assert "checkpoint saved" not in output and not (run_dir / "checkpoints").exists()
+    metrics = (run_dir / "metrics.jsonl").read_bytes()
+    assert metrics
+
+    rerun = dst_train_process(*args, cwd=tmp_path)
+    output = rerun.stdout.read()
+    assert rerun.wait(timeout=300) == 2
+    assert "holds metrics.jsonl of an earlier run but no checkpoints/last.pt to resume from" in output
+    assert (run_dir / "metrics.jsonl").read_bytes() == metrics
 
 
 def test_non_finite_loss_on_the_command_line(tmp_path):
@@ -83,22 +118,6 @@ def test_non_finite_loss_on_the_command_line(tmp_path):
     assert "run failed: the training loss became non-finite at step" in output
     assert "Traceback" not in output
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
-
-
-def test_a_crash_while_writing_never_replaces_the_previous_checkpoint(tmp_path, monkeypatch):
-    path = tmp_path / "last.pt"
-    good = {"model": {}, "optimizer": {}, "sparse": {}, "step": 1, "epoch": 1, "config": {}}
-    checkpoint.save_checkpoint(path, good)
-
-    def crash_half_way(fd, data):  # the disk fills up half way through the new file
-        os.write(fd, bytes(data[: len(data) // 2]))
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(rundir, "write_all", crash_half_way)
-    with pytest.raises(rundir.WriteFailed, match="last.pt: No space left on device"):
-        checkpoint.save_checkpoint(path, {**good, "step": 2})
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
-    assert load_checkpoint(path)["step"] == 1
 
 
 def test_a_truncated_checkpoint_is_named(tmp_path):

@@ -128,3 +128,24 @@ def test_a_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
     statuses = [json.loads((sweep_dir / job / "summary.json").read_text())["status"] for job in ("0", "1")]
     assert statuses == ["failed", "completed"]
     assert "failed" in (sweep_dir / "report.md").read_text()
+
+
+def test_a_job_refused_for_a_bad_value_is_listed_and_the_sweep_fails(tmp_path, tiny_overrides):
+    """Job 1 (sparsity=1.5) is refused before training: it still leaves a failed summary.json with its error and
+    overrides, so summary.csv and report.md list both jobs, and the sweep exits 1 naming one unfinished run."""
+    sweep_dir = tmp_path / "sweep"
+    result = subprocess.run(
+        [sys.executable, "-m", "dst_cli", "-m", *tiny_overrides, "sparsity=0.9,1.5", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
+    assert result.returncode == 1, result.stderr
+    assert "job 1: error: sparsity=1.5 is invalid; allowed: a number in [0, 1)" in result.stderr
+    assert "1 run(s) of the sweep did not complete" in result.stderr
+    refused = read_summary(sweep_dir / "1")
+    assert refused["status"] == "failed" and refused["error"].startswith("error: sparsity=1.5 is invalid")
+    assert "sparsity=1.5" in refused["overrides"]
+    assert [(row["sparsity"], row["status"]) for row in read_csv(sweep_dir / "summary.csv")] == [
+        ("0.9", "completed"), ("1.5", "failed")]
+    markdown = (sweep_dir / "report.md").read_text()
+    assert "2 runs: 1 completed, 1 failed." in markdown
+    assert "sparsity=1.5 is invalid" in markdown.split("## Runs that did not complete")[1]
