@@ -95,8 +95,7 @@ def list_of(check: Check, length: int | None = None) -> Check:
 BOOLEAN = Check("true | false", lambda value: isinstance(value, bool))
 SWITCH = auto_or(BOOLEAN)
 PRESET_OR_BOOLEAN = Check("null (the preset's) | true | false", lambda value: value is None or isinstance(value, bool))
-CONVENTION_OR_BOOLEAN = Check("null (the distribution's convention) | true | false",
-                              lambda value: value is None or isinstance(value, bool))
+CONVENTION_OR_BOOLEAN = Check("null | true | false", lambda value: value is None or isinstance(value, bool))
 TEXT = Check("a string", lambda value: isinstance(value, str))
 FRACTION = number_range(0.0, 1.0)
 
@@ -216,9 +215,10 @@ class TrainConfig:
                           "share of prunable (conv + linear) weights that are zero")
     distribution: str = key("erk", one_of(*DISTRIBUTIONS), "how the sparsity is spread over the layers")
     # null: the distribution's convention (uniform keeps the first layer dense, as RigL does; erk / er do not)
-    dense_first_layer: Any = key(None, CONVENTION_OR_BOOLEAN, "keep the first prunable layer dense")
+    dense_first_layer: Any = key(None, CONVENTION_OR_BOOLEAN,
+                                 "keep the first prunable layer dense; null: uniform yes (RigL), erk / er no")
     dense_last_layer: Any = key(None, CONVENTION_OR_BOOLEAN,
-                                "keep the last prunable layer (the classifier) dense (null: sparse)")
+                                "keep the last prunable layer (the classifier) dense; null: no")
     seed: int = key(0, number_range(0, MAX_SEED, integer=True), "seed of the weights, masks and batch order")
     trainer: TrainerConfig = field(default_factory=TrainerConfig, metadata={"help": "the training loop"})
     model: Any = key(MISSING, Check("a config with _target_", lambda v: True),

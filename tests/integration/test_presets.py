@@ -1,8 +1,10 @@
-"""Every paper preset in conf/experiment/ composes and trains a few steps on fake data in the real formats."""
+"""Every paper preset in conf/experiment/ composes and trains a few steps on fake data in the real formats
+(the digits table on the real, offline digits); the table presets sweep every method row by themselves."""
 from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_module
 
 from dst_cli.config import display_name
 from dst_cli.models import build_model
@@ -23,7 +25,12 @@ SETUPS = {
     "resnet50_cifar10": ("resnet50", "cifar10", 10),
     "resnet50_cifar100": ("resnet50", "cifar100", 100),
     "resnet50_imagenet": ("resnet50_imagenet", "imagenet", 1000),
+    "granet_cifar10": ("vgg19", "cifar10", 10),
+    "dstee_table": ("vgg19", "cifar10", 10),
+    "dstee_table_digits": ("cnn", "digits", 10),
 }
+METHOD_ROWS = sorted(path.stem for path in (EXPERIMENT_DIR.parent / "method").glob("*.yaml"))
+TABLE_PRESETS = ("dstee_table", "dstee_table_digits")
 # Parameter counts at full width for the class counts that tests/unit/test_models.py does not pin
 # (it pins VGG-19 and CIFAR ResNet-50 for 10 classes and derives torchvision's 25,557,032 for 1000):
 # only the classifier changes, e.g. VGG-19: 20,035,018 - (512 + 1) * 10 + (512 + 1) * 100.
@@ -40,6 +47,7 @@ QUICK_FOR_DATASET = {
     "cifar10": ("trainer.batch_size=8", "dataset.download=false", "model.width=0.125"),
     "cifar100": ("trainer.batch_size=8", "dataset.download=false", "model.width=0.125"),
     "imagenet": ("trainer.batch_size=2", "dataset.num_workers=0", "dataset.crop_size=32", "dataset.resize_size=36"),
+    "digits": ("trainer.batch_size=250",),  # 1257 training digits: 5 steps
 }
 
 
@@ -70,15 +78,18 @@ def test_preset_header_gives_the_command_that_runs_it(preset):
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_trains_on_fake_data_at_its_sparsity(preset, make_cfg, tmp_path):
     model_name, dataset, _ = SETUPS[preset]
-    FAKE_WRITERS[dataset](tmp_path / "data")
-    cfg = make_cfg(f"experiment={preset}", f"dataset.root={tmp_path / 'data'}", *QUICK, *QUICK_FOR_DATASET[dataset])
+    data = ()
+    if dataset in FAKE_WRITERS:
+        FAKE_WRITERS[dataset](tmp_path / "data")
+        data = (f"dataset.root={tmp_path / 'data'}",)
+    cfg = make_cfg(f"experiment={preset}", *data, *QUICK, *QUICK_FOR_DATASET[dataset])
     summary = train(cfg, tmp_path / "run")
     assert summary["status"] == "completed"
     assert (summary["model"], summary["dataset"]) == (model_name, dataset)
     assert summary["steps"] == (3 if dataset == "imagenet" else 5)
     layers = summary["layers"].values()
     active_share = sum(layer["active"] for layer in layers) / sum(layer["numel"] for layer in layers)
-    assert active_share == pytest.approx(1 - cfg.sparsity, abs=1e-3)  # exact counts, up to per-layer rounding
+    assert active_share == pytest.approx(1 - cfg.sparsity, abs=1e-3)  # GraNet: pruned to it from 0.5 by step 4  # exact counts, up to per-layer rounding
     # measured from the weights: weights grown at the last update (ITOP: after the optimizer step) may still be 0
     assert active_share - 0.002 < summary["density"] <= active_share
     assert summary["explored"] > 1.1 * active_share  # the mask updates replaced weights
@@ -103,3 +114,25 @@ def test_cifar_presets_share_the_vgg19_cifar10_recipe_and_sparsity_stays_overrid
         assert all(cfg[key] == reference[key] for key in recipe_keys), preset
     for preset in PRESETS:
         assert make_cfg(f"experiment={preset}", "sparsity=0.95").sparsity == 0.95
+
+
+@pytest.mark.parametrize("preset", TABLE_PRESETS)
+def test_table_preset_is_a_sweep_over_every_method_row_and_sparsity(preset):
+    with initialize_config_module(config_module="dst_cli.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    assert cfg.hydra.mode.name == "MULTIRUN"  # dst-train experiment=dstee_table sweeps without -m
+    params = cfg.hydra.sweeper.params
+    assert sorted(params.method.split(",")) == METHOD_ROWS and len(METHOD_ROWS) == 12
+    assert params.sparsity_level == "s90,s95,s98" and params.seed == "0,1,2"
+
+
+@pytest.mark.parametrize("row", METHOD_ROWS)
+def test_every_method_row_composes_into_its_method_at_the_swept_sparsity(row, make_cfg):
+    for preset in TABLE_PRESETS:
+        cfg = make_cfg(f"experiment={preset}", f"method={row}", "sparsity_level=s95")
+        expected = {"dense": ("static", "random", "itop"), "granet": ("rigl", "random", "gradual"),
+                    "rigl": ("rigl", "random", "rigl"), "rigl_itop": ("rigl", "random", "itop")}.get(row)
+        if row in ("snip", "grasp", "synflow"):
+            expected = ("static", row, "itop")
+        assert (cfg.acq.name, cfg.init.name, cfg.schedule.name) == (expected or (row, "random", "itop"))
+        assert cfg.sparsity == (0.0 if row == "dense" else 0.95)

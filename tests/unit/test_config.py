@@ -64,8 +64,7 @@ def run_cli(args, tmp_path, monkeypatch, capsys) -> str:
 @pytest.mark.parametrize("args, message", [
     # every value of issue 8 that ran to the end with exit 0 or ended in a traceback with a run dir left behind
     (["trainer.bf16=maybe"], "trainer.bf16=maybe is invalid; allowed: auto | true | false"),
-    (["dense_first_layer=maybe"],
-     "dense_first_layer=maybe is invalid; allowed: null (the distribution's convention) | true | false"),
+    (["dense_first_layer=maybe"], "dense_first_layer=maybe is invalid; allowed: null | true | false"),
     (["+foo=1"], "foo is not a config key; allowed at the top level: sparsity, distribution, dense_first_layer,"),
     (["acq.c=nan"], "acq.c=nan is invalid; allowed: a finite number >= 0"),
     (["acq.c=foo"], "acq.c=foo is invalid; allowed: a finite number >= 0"),
@@ -158,7 +157,10 @@ def test_result_neutral_keys_are_keys_of_the_config(make_cfg):
             assert OmegaConf.select(cfg, key, default=missing) is not missing, key
 
 
-def test_threads_auto_is_the_physical_cores_available(monkeypatch):
+def test_threads_auto_is_omp_num_threads_else_the_physical_cores_available(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert resolve_threads("auto") == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     monkeypatch.setattr(config, "threads_per_core", lambda: 2)
     assert resolve_threads("auto") == 2
