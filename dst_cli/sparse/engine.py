@@ -252,15 +252,6 @@ class SparseEngine:
         return training_flops_ratio(layer_flops, self.mean_densities(), self.step_count,
                                     self.dense_gradient_iterations, dense_gradient_densities)
 
-    def dense_gradient_updates(self, steps: int) -> int:
-        """Iterations within the first `steps` that needed a dense gradient (for FLOPs): every one for an
-        acquisition with dense_gradient_every_step (SNFS), else the mask updates of a gradient-based one."""
-        if self.acq.dense_gradient_every_step:
-            return steps
-        if not (self.acq.updates_topology and self.acq.uses_gradient):
-            return 0
-        return self.schedule.updates_within(steps)
-
     def state_bytes_per_weight(self) -> float:
         """Bytes of engine state per prunable weight, from the tensors held (masks, explored flags, the
         mark_epoch snapshot, N counters when the acquisition needs them)."""

@@ -137,17 +137,6 @@ class UpdateSchedule:
         last = min(self.stop_step, self.total_steps - 1)
         return range(first, last + 1, self.update_interval)
 
-    def updates_within(self, iterations: int) -> int:
-        """How many updates run within the first `iterations` calls of engine.step() (for FLOPs).
-
-        With skipped optimizer steps the j-th update (from 0) runs at iteration t + j, because every earlier
-        update used an iteration without an optimizer step; after the optimizer step it runs at iteration t - 1.
-        """
-        if self.update_after_optimizer_step:
-            return sum(1 for t in self.update_steps() if t - 1 < iterations)
-        lag = 1 if self.skip_optimizer_step_on_update else 0
-        return sum(1 for j, t in enumerate(self.update_steps()) if t + j * lag < iterations)
-
 
 def gradual_density(
     step: int, *, initial_density: float, final_density: float, start_step: int, end_step: int

@@ -7,7 +7,7 @@ from torch import nn
 
 from dst_cli.sparse import (
     Acquisition, ScoreContext, SparseConfigError, acquisition_names, init_masks, make_acquisition, prunable_weights,
-    sparsify,
+    sparsify, training_flops_ratio,
 )
 from dst_cli.sparse.acquisition import DSR, SNFS, apportion, momentum
 from dst_cli.sparse.schedule import gradual_density
@@ -249,12 +249,16 @@ def test_a_drop_count_that_breaks_the_plan_is_refused(options, message):
 
 
 def test_snfs_needs_a_dense_gradient_every_step_for_flops():
-    model = mlp()
-    engine = sparsify(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), sparsity=0.7, total_steps=40,
-                      acq="snfs", update_interval=5)
-    assert engine.dense_gradient_updates(17) == 17
-    rigl = fresh_engine(sparsity=0.7, total_steps=40, acq="rigl", schedule="itop", update_interval=5)
-    assert rigl.dense_gradient_updates(17) == 3  # updates at 5, 10, 15
+    flops = {"0.weight": 1000, "2.weight": 100, "4.weight": 10}
+    for acq, dense_gradient_steps in (("snfs", 17), ("rigl", 3)):  # rigl: the updates at 5, 10 and 15
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        engine = sparsify(model, optimizer, sparsity=0.7, total_steps=40, acq=acq, schedule="itop",
+                          update_interval=5)
+        train_steps(model, optimizer, engine, 17)
+        densities = engine.mean_densities()  # counts move under SNFS: the mean over the 17 steps
+        assert engine.training_flops_ratio(flops) == pytest.approx(
+            training_flops_ratio(flops, densities, 17, dense_gradient_steps))
 
 
 # ----- GraNet: schedule=gradual -----
