@@ -4,10 +4,11 @@ layer by layer and by SNFS / DSR / scored inits in total, or GraNet's final grad
 import math
 
 import pytest
-import torch
 
 from dst_cli.sparse.distribution import active_counts, layer_densities
 from dst_cli.train import train
+
+from test_presets import one_thread  # noqa: F401  (autouse: these runs are tiny)
 
 pytestmark = pytest.mark.slow
 
@@ -20,14 +21,6 @@ METHODS = {
     **{f"{init}+{acq}": (f"init={init}", f"acq={acq}") for init in ("snip", "grasp", "synflow")
        for acq in ("static", "rigl")},
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("method", METHODS)
