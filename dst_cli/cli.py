@@ -4,6 +4,7 @@ Nothing heavy is imported at module level (no torch, torchvision or scikit-learn
 and --help answered, before PyTorch loads.
 """
 import json
+import logging
 import os
 import signal
 import sys
@@ -131,6 +132,15 @@ def hydra_main(cfg: DictConfig) -> float | None:
         where = (f"status 'failed' in {run.summary}" if recorded_status(run.summary) == "failed"
                  else f"{run.summary} could not be written")
         return fail_job(f"run failed: {error} ({where})", 1)
+    except Exception as error:  # a crash (a bug, out of memory): a single run shows the traceback
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        # in a sweep the job is recorded, its traceback goes to its train.log, and the other jobs go on
+        logging.getLogger("dst_cli").exception("the run crashed")
+        reason = f"{type(error).__name__}: {error}"
+        if run.owned and recorded_status(run.summary) != "failed":
+            record_refused_job(run, cfg, reason)
+        return fail_job(f"run crashed: {reason} (traceback in {run.log})", 1)
     if summary:  # rank 0
         print_summary(summary)
         return summary["best_test_acc"]
@@ -160,7 +170,7 @@ def with_custom_plugins(args: list[str]) -> list[str]:
     chosen = {arg.partition("=")[0].lstrip("+") for arg in args}
     custom = [f"{group}=custom" for group in PLUGIN_GROUPS
               if f"{group}._target_" in chosen and group not in chosen]
-    return [*custom, *args]
+    return [*args, *custom]  # after any flags (-m): Hydra applies group choices before values anyway
 
 
 def torchrun_args(args: list[str]) -> list[str]:

@@ -149,3 +149,30 @@ def test_a_job_refused_for_a_bad_value_is_listed_and_the_sweep_fails(tmp_path, t
     markdown = (sweep_dir / "report.md").read_text()
     assert "2 runs: 1 completed, 1 failed." in markdown
     assert "sparsity=1.5 is invalid" in markdown.split("## Runs that did not complete")[1]
+
+
+def test_a_job_that_crashes_mid_training_is_listed_and_the_sweep_goes_on(tmp_path, tiny_overrides):
+    """Job 0 raises inside its training loop (a bug, not bad input): the sweep still runs job 1, the crashed job
+    keeps a failed summary.json with the error, its traceback is in its train.log, and the sweep exits 1."""
+    sweep_dir = tmp_path / "sweep"
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-m", "dst_cli", "-m", *tiny_overrides, "model._target_=tests.plugins.models.CrashingNet",
+         "seed=0,1", "+model.steps=3,1000", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(repo)},
+    )
+    assert result.returncode == 1, result.stderr
+    assert "run crashed: RuntimeError: simulated crash in forward" in result.stderr
+    assert "Traceback" not in result.stderr
+    statuses = {}
+    for job in sweep_dir.iterdir():
+        if (job / "summary.json").exists():
+            summary = read_summary(job)
+            statuses.setdefault(summary["status"], []).append(summary)
+    assert len(statuses["failed"]) == 2 and len(statuses["completed"]) == 2
+    assert all("simulated crash" in s["error"] for s in statuses["failed"])
+    crashed_logs = [job / "train.log" for job in sweep_dir.iterdir() if (job / "train.log").exists()
+                    and "simulated crash" in (job / "train.log").read_text()]
+    assert len(crashed_logs) == 2 and all("Traceback" in log.read_text() for log in crashed_logs)
+    assert "4 runs: 2 failed, 2 completed." in (sweep_dir / "report.md").read_text()

@@ -20,3 +20,19 @@ class Conv1dNet(nn.Module):
         x = x.flatten(2)  # (batch, channels, positions)
         x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
         return self.head(x.flatten(1))
+
+
+class CrashingNet(Conv1dNet):
+    """Conv1dNet whose training forward pass fails after `steps` calls: a crash in the middle of a run."""
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, ...], steps: int = 3):
+        super().__init__(num_classes, input_shape, channels=4)
+        self.steps = steps
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.calls += 1
+            if self.calls > self.steps:
+                raise RuntimeError("simulated crash in forward")
+        return super().forward(x)

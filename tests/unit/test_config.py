@@ -108,7 +108,8 @@ def test_a_bad_value_is_one_line_exit_2_and_nothing_written(tmp_path, monkeypatc
 
 def test_setting_a_target_selects_the_groups_custom_option():
     assert with_custom_plugins(["experiment=quickstart", "model._target_=a.B", "+acq._target_=c.D"]) == [
-        "model=custom", "acq=custom", "experiment=quickstart", "model._target_=a.B", "+acq._target_=c.D"]
+        "experiment=quickstart", "model._target_=a.B", "+acq._target_=c.D", "model=custom", "acq=custom"]
+    assert with_custom_plugins(["-m", "model._target_=a.B"]) == ["-m", "model._target_=a.B", "model=custom"]
     assert with_custom_plugins(["model=mlp", "model._target_=a.B"]) == ["model=mlp", "model._target_=a.B"]
 
 
