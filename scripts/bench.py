@@ -29,6 +29,7 @@ Sparse training here is a dense computation on masked weights (no sparse kernels
 """
 import argparse
 import ctypes
+import gc
 import json
 import platform
 import re
@@ -231,6 +232,7 @@ class PeakMemory:
         return None
 
     def __enter__(self) -> "PeakMemory":
+        gc.collect()  # an earlier runner caught in a reference cycle would be freed mid-measurement otherwise
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
