@@ -3,13 +3,15 @@
 A section holds the runs whose resolved configs (.hydra/config.yaml) are equal once the result-neutral keys
 (dst_cli.config.RESULT_NEUTRAL_KEYS: progress display, device, data location, ...) and the keys of a table
 cell are set aside: the method (acq.*, schedule.*, init.*), sparsity and seed. Within a section a run's row
-is its method ("dense" for sparsity 0) and its column its sparsity; a cell's figure is the mean ± sample std
+is its method as the papers' tables name it (method_name; "dense" for sparsity 0) and its column its
+sparsity; a cell's figure is the mean ± sample std
 over its distinct seeds. Runs that repeat a seed in one cell count once: the mean of the repeats stands for
 that seed, and the report warns.
 """
 
 import json
 import statistics
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +22,16 @@ from dst_cli.report.runs import Run
 METHOD_GROUPS = ("acq", "schedule", "init")  # config groups that make up a method (a table row)
 CELL_KEYS = ("sparsity", "seed", *METHOD_GROUPS)
 DENSE = "dense"
-# methods published under their own name: (acq, schedule) -> row name
-NAMED_METHODS = {("rigl", "gradual"): "granet"}
+STATIC = "static"  # the acq that keeps its initial mask: pruning at initialization
 DEFAULT_INIT = "random"  # the initial topology that is not named in a row
-# row order after dense: pruning at initialization, then dynamic methods, DST-EE last as in its paper
-ACQ_ORDER = ("static", "random", "set", "dsr", "snfs", "mest", "rigl", "ee")
+DEFAULT_SCHEDULE = "itop"  # the schedule every acq is published with, except those in PUBLISHED_SCHEDULES
+PUBLISHED_SCHEDULES = {"rigl": "rigl"}  # acq -> its own paper's schedule
+NAMED_METHODS = {("rigl", "gradual"): "granet"}  # (acq, schedule) published under their own name
+# the rows of the DST-EE / RigL / GraNet tables in their order; other names follow their acq's row
+ROW_ORDER = (
+    DENSE, "snip", "grasp", "synflow", STATIC, "random", "set", "dsr", "snfs", "rigl", "mest", "rigl-itop",
+    "granet", "ee",
+)
 TITLE_KEYS = ("distribution", "trainer.epochs")  # always in a section title
 NAME_KEYS = ("model.name", "model._target_", "dataset.name", "dataset._target_")  # shown as model / dataset
 
@@ -183,22 +190,37 @@ def section_title(runs: list[Run], distinguishing: dict[str, str]) -> str:
     return f"{first.setting['model']} / {first.setting['dataset']} ({', '.join(details)})"
 
 
+def method_name(acq: str, schedule: str | None, init: str | None) -> str:
+    """A sparse method's row name as the papers' tables have it: its acq ("set", "ee"), or for a static mask
+    scored at initialization the init ("snip"; "static" for a random one), or the published name of the
+    (acq, schedule) pair ("granet" for rigl with gradual). The schedule is added ("rigl-itop", "set-rigl")
+    unless it is the acq's published one (rigl's: rigl; every other acq's: itop) or unknown. A non-random init
+    of a dynamic method is named by method_rows as an option ("rigl (init=snip)")."""
+    if (acq, schedule) in NAMED_METHODS:
+        return NAMED_METHODS[(acq, schedule)]
+    name = init if acq == STATIC and init not in (None, DEFAULT_INIT) else str(acq)
+    published = PUBLISHED_SCHEDULES.get(acq, DEFAULT_SCHEDULE)
+    return name if schedule in (None, published) else f"{name}-{schedule}"
+
+
 def method_rows(runs: list[Run]) -> dict[Path, str]:
-    """The row name of every run of a section: "dense" for sparsity 0, else the acq, plus the schedule and the
-    initial topology when the section's runs differ in them, plus the method options that differ
-    ("ee (acq.c=0.5)", "rigl+itop", "granet", "snip (static)")."""
+    """The row name of every run of a section: "dense" for sparsity 0, else method_name, plus the options that
+    differ among the runs of the same acq / schedule / init ("ee (acq.c=0.5)"). Two different (acq, schedule,
+    init) that method_name would give one name (a custom acq called like an init) are both named in full
+    ("snip-itop", "static-itop (init=snip)"), so that no row mixes two methods."""
     sparse = [run for run in runs if run.setting["sparsity"] != 0]
-    vary = {group: len({run.setting[group] for run in sparse}) > 1 for group in METHOD_GROUPS}
+    methods = {run.run_dir: tuple(run.setting[group] for group in METHOD_GROUPS) for run in sparse}
+    names = {method: method_name(*method) for method in set(methods.values())}
+    shared = {name for name, count in Counter(names.values()).items() if count > 1}
     rows = {run.run_dir: DENSE for run in runs if run.setting["sparsity"] == 0}
     for run in sparse:
-        acq, schedule, init = (run.setting[group] for group in METHOD_GROUPS)
-        name = NAMED_METHODS.get((acq, schedule)) or (f"{acq}+{schedule}" if vary["schedule"] else str(acq))
-        qualifiers = _differing_options(run, sparse)
-        if vary["init"] and init not in (None, DEFAULT_INIT):
-            name = f"{init} ({', '.join([name, *qualifiers])})"
-        elif qualifiers:
-            name = f"{name} ({', '.join(qualifiers)})"
-        rows[run.run_dir] = name
+        acq, schedule, init = methods[run.run_dir]
+        in_full = names[acq, schedule, init] in shared
+        name = f"{acq}-{schedule}" if in_full else names[acq, schedule, init]
+        init_in_name = acq == STATIC and not in_full
+        init_option = [f"init={init}"] if init not in (None, DEFAULT_INIT) and not init_in_name else []
+        qualifiers = [*init_option, *_differing_options(run, sparse)]
+        rows[run.run_dir] = f"{name} ({', '.join(qualifiers)})" if qualifiers else name
     return rows
 
 
@@ -221,7 +243,9 @@ def _options(config: dict, group: str) -> dict:
 
 
 def _method_order(method: str, runs: list[Run], rows: dict[Path, str]) -> tuple:
-    if method == DENSE:
-        return (-1, method)
+    """ROW_ORDER's position of the row's name without options, else its acq's, just after it."""
+    base = method.split(" (")[0]
+    if base in ROW_ORDER:
+        return (ROW_ORDER.index(base), 0, method)
     acq = next(run.setting["acq"] for run in runs if rows[run.run_dir] == method)
-    return (ACQ_ORDER.index(acq) if acq in ACQ_ORDER else len(ACQ_ORDER), method)
+    return (ROW_ORDER.index(acq) if acq in ROW_ORDER else len(ROW_ORDER), 1, method)

@@ -176,7 +176,7 @@ def test_tables_rows_are_methods_columns_sparsities(built_sweep):
     assert accuracy.header == flops.header == explored.header == ["method", "90%", "95%"]
     # rigl at 95%: only seed 0 completed (no ±); the failed seed's 0.01 is left out; DST-EE last, as in its paper
     assert accuracy.rows == [
-        ["rigl", "79.00 ± 1.41 (2)", "75.00 (1)"],
+        ["rigl-itop", "79.00 ± 1.41 (2)", "75.00 (1)"],
         ["ee", "82.00 ± 2.83 (2)", "72.00 ± 2.83 (2)"],
     ]
     # training FLOPs in the fake summaries: 0.1234567890123456 + sparsity / 10
@@ -187,11 +187,11 @@ def test_tables_rows_are_methods_columns_sparsities(built_sweep):
 def test_best_accuracy_per_sparsity_is_bold(built_sweep):
     sweep, report = built_sweep
     [(_, [accuracy, flops, explored])] = report.sections
-    assert accuracy.bold == {(1, 1), (0, 2)}  # ee at 90%, rigl at 95%
+    assert accuracy.bold == {(1, 1), (0, 2)}  # ee at 90%, rigl-itop at 95%
     assert flops.bold == explored.bold == set()
     markdown = (sweep / "report.md").read_text()
     assert "| ee | **82.00 ± 2.83 (2)** | 72.00 ± 2.83 (2) |" in markdown
-    assert "| rigl | 79.00 ± 1.41 (2) | **75.00 (1)** |" in markdown
+    assert "| rigl-itop | 79.00 ± 1.41 (2) | **75.00 (1)** |" in markdown
     assert markdown.count("**") == 4
 
 
@@ -244,22 +244,67 @@ def test_result_neutral_keys_do_not_split_sections_but_other_keys_do(tmp_path):
     assert [len(section.runs) for section in sections] == [2, 1]
 
 
-def test_method_rows_name_the_method_options_schedule_and_initial_topology(tmp_path):
+# conf/method/ of experiment=dstee_table (plus static and random regrowth): (acq, extra config) -> row name
+PAPER_ROWS = {
+    "dense": ("static", {"sparsity": 0.0}),
+    "snip": ("static", {"init.name": "snip"}),
+    "grasp": ("static", {"init.name": "grasp"}),
+    "synflow": ("static", {"init.name": "synflow"}),
+    "static": ("static", {"init.name": "random"}),
+    "random": ("random", {}),
+    "set": ("set", {}),
+    "dsr": ("dsr", {}),
+    "snfs": ("snfs", {}),
+    "rigl": ("rigl", {"schedule": "rigl", "schedule.drop_fraction": 0.3}),
+    "mest": ("mest", {}),
+    "rigl-itop": ("rigl", {}),
+    "granet": ("rigl", {"schedule": "gradual"}),
+    "ee": ("ee", {}),
+}
+
+
+def test_paper_table_rows_have_the_papers_names_in_the_papers_order(tmp_path):
+    for job, name in enumerate(reversed(PAPER_ROWS)):  # the order of the runs must not matter
+        acq, extra = PAPER_ROWS[name]
+        config = {"init.name": "random", **extra}
+        write_run(tmp_path / str(job), acq, config.pop("sparsity", 0.9), 0, 0.8, extra=config)
+    [section] = sections_of(tmp_path)
+    assert {run.run_dir.name: section.rows[run.run_dir] for run in section.runs} == {
+        str(job): name for job, name in enumerate(reversed(PAPER_ROWS))
+    }
+    assert section.methods == list(PAPER_ROWS)
+    assert section.title == "vgg_small / digits (distribution=erk, 3 epochs)"  # schedule and init vary
+
+
+def test_method_rows_add_a_schedule_other_than_the_published_one_and_differing_options(tmp_path):
     jobs = [
-        ("ee", {"acq.c": 0.5}), ("ee", {"acq.c": 0.1}), ("rigl", {"schedule": "itop"}),
-        ("rigl", {"schedule": "rigl"}), ("rigl", {"schedule": "gradual"}),
-        ("static", {"init.name": "snip"}), ("static", {"init.name": "random"}),
+        ("ee", {"acq.c": 0.5}), ("ee", {"acq.c": 1e-3}), ("set", {}), ("set", {"schedule": "rigl"}),
+        ("rigl", {"schedule": "rigl", "init.name": "snip"}), ("static", {"init.name": "snip", "schedule": "rigl"}),
+        ("set", {"schedule": "gradual"}), ("rigl", {"schedule": "gradual", "init.name": "grasp"}),
     ]
     for job, (acq, extra) in enumerate(jobs):
         write_run(tmp_path / str(job), acq, 0.9, 0, 0.8, extra=extra)
     [section] = sections_of(tmp_path)
     assert [section.rows[run.run_dir] for run in section.runs] == [
-        "ee+itop (acq.c=0.5)", "ee+itop (acq.c=0.1)", "rigl+itop", "rigl+rigl", "granet",
-        "snip (static+itop)", "static+itop",
+        "ee (acq.c=0.5)", "ee (acq.c=0.001)", "set", "set-rigl", "rigl (init=snip)", "snip-rigl", "set-gradual",
+        "granet (init=grasp)",
     ]
     assert section.methods == [
-        "snip (static+itop)", "static+itop", "granet", "rigl+itop", "rigl+rigl",
-        "ee+itop (acq.c=0.1)", "ee+itop (acq.c=0.5)",
+        "snip-rigl", "set", "set-gradual", "set-rigl", "rigl (init=snip)", "granet (init=grasp)",
+        "ee (acq.c=0.001)", "ee (acq.c=0.5)",
+    ]
+
+
+def test_two_methods_that_would_share_a_name_are_both_named_in_full(tmp_path):
+    # a custom acq registered as "snip" and SNIP pruning at initialization (acq=static init=snip)
+    write_run(tmp_path / "0", "snip", 0.9, 0, 0.8)
+    write_run(tmp_path / "1", "static", 0.9, 0, 0.7, extra={"init.name": "snip"})
+    write_run(tmp_path / "2", "static", 0.9, 0, 0.6, extra={"init.name": "grasp"})
+    [section] = sections_of(tmp_path)
+    assert [section.rows[run.run_dir] for run in section.runs] == ["snip-itop", "static-itop (init=snip)", "grasp"]
+    [(_, [accuracy, _, _])] = build_report([tmp_path], tmp_path).sections
+    assert [row[:2] for row in accuracy.rows] == [  # a name not in the papers' order follows its acq's row
+        ["snip-itop", "80.00 (1)"], ["grasp", "60.00 (1)"], ["static-itop (init=snip)", "70.00 (1)"],
     ]
 
 
@@ -314,7 +359,7 @@ def test_accuracy_axis_leaves_a_collapsed_method_off_scale_and_marks_it(tmp_path
     [marker] = [text for text in first.texts]
     assert marker.get_text() == "30.1" and marker.xy == (98.0, low)
     legend = [text.get_text() for text in first.get_legend().get_texts()]
-    assert legend == ["random (n=2)", "set (n=2)", "rigl (n=2)", "ee (n=2)"]
+    assert legend == ["random (n=2)", "set (n=2)", "rigl-itop (n=2)", "ee (n=2)"]
 
 
 def test_single_failed_run_is_still_shown(tmp_path):
