@@ -78,13 +78,13 @@ def test_report_tables_show_each_runs_best_accuracy(sweep_dir):
     markdown = (sweep_dir / "report.md").read_text()
     assert "4 runs: 4 completed." in markdown
     table = markdown.split("### Best test accuracy (%)")[1].split("###")[0]
-    for acq in ("ee", "rigl"):
+    for acq, row_name in (("ee", "ee"), ("rigl", "rigl-itop")):  # rigl on the itop schedule is RigL-ITOP
         accuracies = [
             read_summary(sweep_dir / str(job))["best_test_acc"]
             for job, row in enumerate(read_csv(sweep_dir / "summary.csv")) if row["acq"] == acq
         ]
         cells = " | ".join(f"{accuracy * 100:.2f} (1)" for accuracy in accuracies)  # one seed: no ±
-        assert f"| {acq} | {cells} |" in table.replace("**", "")
+        assert f"| {row_name} | {cells} |" in table.replace("**", "")
 
 
 def test_dst_report_out_rebuilds_the_same_files(sweep_dir, tmp_path):
