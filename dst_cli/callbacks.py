@@ -1,12 +1,10 @@
-"""Hydra callbacks: build the sweep report when a multirun ends."""
+"""Hydra callbacks: build the sweep report when a multirun ends (dst_cli.report and matplotlib load only then)."""
 
 import logging
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
-
-from dst_cli.report import build_report, print_report
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +18,8 @@ class SweepReport(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
+            from dst_cli.report import build_report, print_report  # here: matplotlib costs single runs ~1 s
+
             report = build_report([sweep_dir], sweep_dir)
             SweepReport.unfinished_runs = sum(run.status != "completed" for run in report.runs)
             print_report(report)
