@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -25,9 +26,16 @@ def is_rank0() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+# Under torchrun, how long a rank other than 0 that failed waits for the agent to stop it, so that rank 0 (which
+# fails the same way) has said why before the agent's SIGTERM could cut it short.
+OTHER_RANKS_WAIT_S = 60
+
+
 def fail(message: str, code: int) -> None:
     if is_rank0():  # under torchrun: said once
         print(f"dst-train: {message}", file=sys.stderr)
+    elif launched_by_torchrun():
+        time.sleep(OTHER_RANKS_WAIT_S)
     sys.exit(code)
 
 
