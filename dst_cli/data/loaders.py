@@ -8,7 +8,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from dst_cli.data.base import LoaderSettings
+from dst_cli.data.base import Data, LoaderSettings, check_enough_for_one_batch, count
 from dst_cli.data.sampling import BatchPlan, DrawParams
 from dst_cli.data.transforms import CropFlip, Normalize
 
@@ -43,6 +43,33 @@ class TensorLoader:
                 images = self.augment.apply_batch(images, params)
             yield self.normalize(images), self.labels[indices]
 
+
+
+def split_sizes(train_size, val_size, test_size) -> dict[str, int]:
+    """The checked sample counts of the train, val (0: none) and test splits of a generated dataset."""
+    return {"train": count("train_size", train_size, minimum=1), "val": count("val_size", val_size),
+            "test": count("test_size", test_size, minimum=1)}
+
+
+def tensor_data(
+    dataset: str, splits: dict[str, tuple[Tensor, Tensor]], settings: LoaderSettings, normalize: Normalize,
+    num_classes: int, input_shape: tuple[int, ...],
+) -> Data:
+    """Data over (inputs, labels) tensors per split, held on the training device; an empty val split is none."""
+    check_enough_for_one_batch(dataset, len(splits["train"][1]), settings)
+
+    def loader(split: str, train: bool) -> TensorLoader:
+        inputs, labels = splits[split]
+        plan = plan_for(len(labels), settings, train)
+        return TensorLoader(inputs.to(settings.device), labels.to(settings.device), plan, normalize)
+
+    return Data(
+        train=loader("train", train=True),
+        val=loader("val", train=False) if len(splits["val"][1]) else None,
+        test=loader("test", train=False),
+        num_classes=num_classes,
+        input_shape=input_shape,
+    )
 
 # Turns one PIL image and its augmentation parameters (None for evaluation) into a normalised tensor.
 SampleTransform = Callable[[Image.Image, Any], Tensor]

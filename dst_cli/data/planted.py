@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dst_cli.data.base import Data, LoaderSettings, check_enough_for_one_batch, count
-from dst_cli.data.loaders import TensorLoader, plan_for
+from dst_cli.data.base import Data, LoaderSettings, count
+from dst_cli.data.loaders import split_sizes, tensor_data
 from dst_cli.data.sampling import seeded_generator
 from dst_cli.data.transforms import Normalize
 from dst_cli.errors import UserError
@@ -104,26 +104,11 @@ def build_planted(
 ) -> Data:
     """Samples of the planted teacher as tensors on the device; `data_seed` fixes teacher and data, not the run seed."""
     teacher = planted_teacher(num_features, teacher_units, fan_in, num_classes, data_seed)
-    sizes = {
-        "train": count("train_size", train_size, minimum=1),
-        "val": count("val_size", val_size),
-        "test": count("test_size", test_size, minimum=1),
-    }
-    check_enough_for_one_batch("planted", sizes["train"], settings)
-
-    def loader(split: str, train: bool) -> TensorLoader:
-        inputs, labels = make_split(teacher, sizes[split], data_seed, split)
-        plan = plan_for(len(labels), settings, train)
-        images = inputs.view(-1, 1, 1, num_features).to(settings.device)
-        return TensorLoader(images, labels.to(settings.device), plan, IDENTITY)
-
-    return Data(
-        train=loader("train", train=True),
-        val=loader("val", train=False) if sizes["val"] else None,
-        test=loader("test", train=False),
-        num_classes=num_classes,
-        input_shape=(1, 1, num_features),
-    )
+    splits = {}
+    for name, size in split_sizes(train_size, val_size, test_size).items():
+        inputs, labels = make_split(teacher, size, data_seed, name)
+        splits[name] = (inputs.view(-1, 1, 1, num_features), labels)
+    return tensor_data("planted", splits, settings, IDENTITY, num_classes, (1, 1, num_features))
 
 
 def connections_found(support: Tensor, student: Tensor) -> float:

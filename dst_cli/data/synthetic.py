@@ -3,8 +3,8 @@
 import torch
 from torch import Tensor
 
-from dst_cli.data.base import Data, LoaderSettings, check_enough_for_one_batch, count
-from dst_cli.data.loaders import TensorLoader, plan_for
+from dst_cli.data.base import Data, LoaderSettings, count
+from dst_cli.data.loaders import split_sizes, tensor_data
 from dst_cli.data.sampling import seeded_generator
 from dst_cli.data.transforms import channel_normalize
 from dst_cli.errors import UserError
@@ -38,27 +38,9 @@ def build_synthetic(
     """One random prototype image per class plus Gaussian noise; `data_seed` fixes the data, not the run seed."""
     shape = input_shape_option(shape)
     num_classes = count("num_classes", num_classes, minimum=2)
-    sizes = {
-        "train": count("train_size", train_size, minimum=1),
-        "val": count("val_size", val_size),
-        "test": count("test_size", test_size, minimum=1),
-    }
+    sizes = split_sizes(train_size, val_size, test_size)
     noise_std = float(noise_std)
-    check_enough_for_one_batch("synthetic", sizes["train"], settings)
-
     prototypes = torch.randn((num_classes, *shape), generator=seeded_generator("synthetic", data_seed, "prototypes"))
     splits = {name: make_split(prototypes, size, noise_std, data_seed, name) for name, size in sizes.items()}
     normalize = channel_normalize(splits["train"][0])
-
-    def loader(split: str, train: bool) -> TensorLoader:
-        images, labels = splits[split]
-        plan = plan_for(len(labels), settings, train)
-        return TensorLoader(images.to(settings.device), labels.to(settings.device), plan, normalize)
-
-    return Data(
-        train=loader("train", train=True),
-        val=loader("val", train=False) if sizes["val"] else None,
-        test=loader("test", train=False),
-        num_classes=num_classes,
-        input_shape=shape,
-    )
+    return tensor_data("synthetic", splits, settings, normalize, num_classes, shape)
