@@ -13,6 +13,15 @@ from dst_cli.data.sampling import BatchPlan, DrawParams
 from dst_cli.data.transforms import CropFlip, Normalize
 
 
+def copy_without_waiting(tensor: Tensor, device: torch.device) -> Tensor:
+    """A small host tensor (a batch's indices or augmentation parameters) on `device`. To CUDA it goes through
+    pinned memory asynchronously: a plain copy from pageable memory would make the host wait for the GPU at
+    every batch."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def plan_for(num_samples: int, settings: LoaderSettings, train: bool) -> BatchPlan:
     """The batch plan of a training or evaluation loader of this run and rank."""
     batch_size = settings.batch_size if train else settings.eval_batch_size
@@ -36,11 +45,12 @@ class TensorLoader:
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         draw_params = self.augment.draw if self.augment is not None else None
+        device = self.images.device
         for indices, params in self.plan.batches(epoch, start, draw_params):
-            indices = indices.to(self.images.device)
+            indices = copy_without_waiting(indices, device)
             images = self.images[indices]
             if params is not None:
-                images = self.augment.apply_batch(images, params)
+                images = self.augment.apply_batch(images, copy_without_waiting(params, device))
             yield self.normalize(images), self.labels[indices]
 
 

@@ -7,6 +7,7 @@ either pipeline (whole-batch tensor ops or per-image PIL in DataLoader workers).
 torchvision is imported only by the per-image PIL functions: digits, synthetic and user-data runs never load it.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -25,10 +26,15 @@ class Normalize:
     scale: float = 1.0
 
     def __call__(self, images: Tensor) -> Tensor:
-        shape = (-1, 1, 1)  # broadcast over (..., C, H, W)
-        mean = torch.tensor(self.mean, device=images.device).view(shape)
-        std = torch.tensor(self.std, device=images.device).view(shape)
+        mean, std = channel_values(self.mean, images.device), channel_values(self.std, images.device)
         return (images.float() / self.scale - mean) / std
+
+
+@functools.cache
+def channel_values(values: tuple[float, ...], device: torch.device) -> Tensor:
+    """Per-channel constants shaped to broadcast over (..., C, H, W), made once per device: building them at
+    every batch would copy them to the GPU and make the host wait each time."""
+    return torch.tensor(values, device=device).view(-1, 1, 1)
 
 
 def channel_normalize(images: Tensor, scale: float = 1.0) -> Normalize:

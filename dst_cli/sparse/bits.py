@@ -1,11 +1,21 @@
 """Bit-packing of flat bool tensors (torch has no packbits): 1 bit per weight for the explored flags and the
 mask snapshots."""
+import functools
+
 import torch
 from torch import Tensor
 
 
+# Lookup tables are made once per device: a new one per call would be a host-to-GPU copy the host waits for.
+@functools.cache
 def _bit_values(device: torch.device) -> Tensor:
     return torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=device)
+
+
+@functools.cache
+def _popcount(device: torch.device) -> Tensor:
+    """Number of set bits of every byte value."""
+    return torch.tensor([bin(byte).count("1") for byte in range(256)], dtype=torch.uint8, device=device)
 
 
 def pack_bits(flags: Tensor) -> Tensor:
@@ -23,7 +33,4 @@ def unpack_bits(packed: Tensor, numel: int) -> Tensor:
 
 def count_bits(packed: Tensor) -> Tensor:
     """How many flags are set in a pack_bits tensor (a 0-dim int64 tensor)."""
-    return _POPCOUNT.to(packed.device)[packed.long()].sum()
-
-
-_POPCOUNT = torch.tensor([bin(byte).count("1") for byte in range(256)], dtype=torch.uint8)
+    return _popcount(packed.device)[packed.long()].sum()

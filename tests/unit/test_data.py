@@ -270,6 +270,23 @@ def test_device_and_worker_pipelines_give_identical_batches(tmp_path):
             torch.testing.assert_close(x_device, x_workers, rtol=0, atol=1e-6)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_tensor_pipeline_never_makes_the_host_wait_for_the_gpu(tmp_path):
+    """Batches are gathered, augmented and normalised without a host-device synchronisation (found on an H200:
+    four per training batch before). The first batch makes the per-device constants, so it is left out."""
+    write_fake_cifar10(tmp_path, per_file=64)
+    data = build_data(cifar_cfg("cifar10", tmp_path, pipeline="device"), batch_size=8, seed=0, device="cuda")
+    batches = data.train.batches(epoch=1)
+    next(batches)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for x, y in batches:
+            pass
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert x.device.type == "cuda" and x.shape == (8, 3, 32, 32)
+
+
 @pytest.mark.parametrize("pipeline", ["device", "workers"])
 def test_cifar_resume_and_ranks_are_exact(tmp_path, pipeline):
     write_fake_cifar10(tmp_path)
