@@ -59,3 +59,14 @@ def test_compare_digits_refuses_an_unknown_flag(repo_copy):
     done = run_script(repo_copy, "--doc")
     assert done.returncode == 2 and "usage:" in done.stderr
     assert not (repo_copy / "outputs").exists()
+
+
+@pytest.mark.parametrize("args, named", [(["--only", "bench,gpu"], "'gpu'"), (["--only", ""], "--only"),
+                                         (["--fast"], "--fast")])
+def test_gpu_check_refuses_an_unknown_part_or_option_before_writing_anything(tmp_path, args, named):
+    out_dir = tmp_path / "out"
+    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), *args, str(out_dir)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert named in result.stderr and "allowed" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not out_dir.exists()
