@@ -1,3 +1,3 @@
-from dst_cli.cli import main
+from dst_cli.cli import run
 
-main()
+run()
