@@ -135,7 +135,8 @@ def build_run(cfg: DictConfig) -> Run:
     if dist.distributed:
         forward_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.trainer.compile:
-        forward_model = torch.compile(forward_model)
+        mode = None if cfg.trainer.compile is True else cfg.trainer.compile
+        forward_model = torch.compile(forward_model, mode=mode)
     optimizer = build_optimizer(cfg.optim, model)
     total_steps = cfg.trainer.epochs * steps_per_epoch
     acq, acq_options = acquisition_spec(cfg)

@@ -96,6 +96,9 @@ BOOLEAN = Check("true | false", lambda value: isinstance(value, bool))
 SWITCH = auto_or(BOOLEAN)
 PRESET_OR_BOOLEAN = Check("null (the preset's) | true | false", lambda value: value is None or isinstance(value, bool))
 CONVENTION_OR_BOOLEAN = Check("null | true | false", lambda value: value is None or isinstance(value, bool))
+COMPILE_MODES = ("reduce-overhead", "max-autotune")  # torch.compile's modes besides its default
+COMPILE = Check(f"{BOOLEAN.allowed} | {' | '.join(COMPILE_MODES)}",
+                lambda value: BOOLEAN.accepts(value) or (isinstance(value, str) and value in COMPILE_MODES))
 TEXT = Check("a string", lambda value: isinstance(value, str))
 FRACTION = number_range(0.0, 1.0)
 
@@ -141,7 +144,8 @@ class TrainerConfig:
                         "auto: a progress bar on a terminal, log lines otherwise")
     bf16: Any = key("auto", SWITCH, "bf16 autocast; auto: on for CUDA, off for CPU")
     channels_last: Any = key("auto", SWITCH, "channels_last memory format; auto: on for CUDA")
-    compile: bool = key(False, BOOLEAN, "torch.compile the model")
+    compile: Any = key(False, COMPILE, "torch.compile the model; true: its default mode; reduce-overhead: "
+                       "with CUDA graphs (on an H200, VGG-19 steps 2x faster than eager)")
 
 
 @dataclass

@@ -80,7 +80,8 @@ def run_cli(args, tmp_path, monkeypatch, capsys) -> str:
     (["+trainer.foo=1"], "trainer.foo is not a config key; allowed under trainer: epochs, batch_size,"),
     (["trainer.epochs=x"], "trainer.epochs=x is invalid; allowed: an integer >= 1"),
     (["trainer.threads=0"], "trainer.threads=0 is invalid; allowed: auto | an integer >= 1"),
-    (["trainer.compile=auto"], "trainer.compile=auto is invalid; allowed: true | false"),
+    (["trainer.compile=auto"], "trainer.compile=auto is invalid; allowed: true | false | reduce-overhead | "
+                               "max-autotune"),
     (["schedule.min_drop_fraction=0.9"], "schedule.min_drop_fraction=0.9 is invalid; allowed: a number in [0, "
                                          "schedule.drop_fraction=0.5]"),
     (["schedule.rounding=floor"], "schedule.rounding=floor is invalid; allowed: null | round | int | ceil"),

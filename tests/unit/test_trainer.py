@@ -94,6 +94,20 @@ def test_a_file_that_is_not_a_checkpoint_is_named(make_cfg, tiny_overrides, tmp_
         train(make_cfg(*tiny_overrides), tmp_path)
 
 
+@pytest.mark.parametrize("value, mode", [("true", None), ("reduce-overhead", "reduce-overhead"),
+                                         ("max-autotune", "max-autotune")])
+def test_trainer_compile_picks_the_torch_compile_mode(make_cfg, tiny_overrides, monkeypatch, value, mode):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: compiled.append(mode) or model)
+    run = build_run(make_cfg(*tiny_overrides, f"trainer.compile={value}"))
+    assert compiled == [mode] and run.forward_model is run.model
+
+
+def test_without_trainer_compile_nothing_is_compiled(make_cfg, tiny_overrides, monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda *args, **kwargs: pytest.fail("torch.compile called"))
+    build_run(make_cfg(*tiny_overrides))
+
+
 def test_grown_weights_get_zeroed_momentum_inside_the_loop(make_cfg, tiny_overrides, tmp_path):
     """At every update step of a real run: counts constant, grown weights and their momentum zero, and the
     inactive weights zero after every step."""
