@@ -14,9 +14,9 @@ from dst_cli.data.transforms import CropFlip, Normalize
 
 
 def copy_without_waiting(tensor: Tensor, device: torch.device) -> Tensor:
-    """A small host tensor (a batch's indices or augmentation parameters) on `device`. To CUDA it goes through
-    pinned memory asynchronously: a plain copy from pageable memory would make the host wait for the GPU at
-    every batch."""
+    """A host tensor of one batch (samples, labels, indices or augmentation parameters) on `device`. To CUDA it
+    goes through pinned memory asynchronously: a copy from pageable memory, non_blocking or not, would make
+    the host wait for the GPU at every batch."""
     if device.type != "cuda":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)

@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
 from dst_cli.data.base import Data, LoaderSettings, check_enough_for_one_batch
-from dst_cli.data.loaders import plan_for
+from dst_cli.data.loaders import copy_without_waiting, plan_for
 from dst_cli.data.sampling import BatchPlan
 from dst_cli.errors import UserError
 
@@ -34,7 +34,7 @@ class DatasetLoader:
             items = [self.dataset[index] for index in indices.tolist()]
             inputs = torch.stack([torch.as_tensor(x, dtype=torch.float32) for x, _ in items])
             labels = torch.as_tensor([int(y) for _, y in items], dtype=torch.long)
-            yield inputs.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            yield copy_without_waiting(inputs, self.device), copy_without_waiting(labels, self.device)
 
 
 def labels_of(dataset: Dataset) -> Tensor:
