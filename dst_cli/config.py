@@ -79,8 +79,13 @@ def one_of(*choices: Any) -> Check:
     return Check(" | ".join(map(str, choices)), lambda value: isinstance(value, str) and value in choices)
 
 
+def either(*checks: Check) -> Check:
+    """A value any of `checks` accepts."""
+    return Check(" | ".join(check.allowed for check in checks), lambda value: any(c.accepts(value) for c in checks))
+
+
 def auto_or(check: Check) -> Check:
-    return Check(f"auto | {check.allowed}", lambda value: value == "auto" or check.accepts(value))
+    return either(one_of("auto"), check)
 
 
 def list_of(check: Check, length: int | None = None) -> Check:
@@ -97,8 +102,7 @@ SWITCH = auto_or(BOOLEAN)
 PRESET_OR_BOOLEAN = Check("null (the preset's) | true | false", lambda value: value is None or isinstance(value, bool))
 CONVENTION_OR_BOOLEAN = Check("null | true | false", lambda value: value is None or isinstance(value, bool))
 COMPILE_MODES = ("reduce-overhead", "max-autotune")  # torch.compile's modes besides its default
-COMPILE = Check(f"{BOOLEAN.allowed} | {' | '.join(COMPILE_MODES)}",
-                lambda value: BOOLEAN.accepts(value) or (isinstance(value, str) and value in COMPILE_MODES))
+COMPILE = either(BOOLEAN, one_of(*COMPILE_MODES))
 TEXT = Check("a string", lambda value: isinstance(value, str))
 FRACTION = number_range(0.0, 1.0)
 
