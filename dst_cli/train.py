@@ -125,6 +125,8 @@ class Trainer:
         self.criterion, self.engine, self.layer_flops = run.criterion, run.engine, run.layer_flops
         self.bf16, self.memory_format, self.threads = run.bf16, run.memory_format, run.threads
         self.steps_per_epoch, self.total_steps = run.steps_per_epoch, run.total_steps
+        # read at every step, where each DictConfig lookup costs ~10 us: plain values
+        self.lr_schedule, self.epochs = OmegaConf.to_container(cfg.optim, resolve=True), cfg.trainer.epochs
         self.monitor = "val/acc" if self.data.val is not None else "test/acc"
         self.step, self.epoch, self.wall_time_s = 0, 0, 0.0
         self.best = {"value": -math.inf, "epoch": None, "test_acc": None}
@@ -145,7 +147,7 @@ class Trainer:
 
     # ----- the loop -----
     def fit(self, stop: StopRequest) -> None:
-        epochs = self.cfg.trainer.epochs
+        epochs = self.epochs
         mode = self.cfg.trainer.progress if self.dist.is_main else "none"
         progress = EpochProgress(mode, self.total_steps, self.step)
         with progress.running():
@@ -174,7 +176,7 @@ class Trainer:
             self.step += 1
             set_learning_rate(
                 self.optimizer,
-                learning_rate(self.cfg.optim, self.step, self.steps_per_epoch, self.cfg.trainer.epochs),
+                learning_rate(self.lr_schedule, self.step, self.steps_per_epoch, self.epochs),
             )
             loss, logits = train_step(
                 self.forward_model, self.criterion, self.optimizer, self.engine,
