@@ -22,8 +22,6 @@ from dst_cli.distributed import launched_by_torchrun
 from dst_cli.errors import UserError
 from dst_cli.help import group_options, maybe_print_help
 
-MULTIRUN_FLAGS = ("-m", "--multirun")
-
 
 def is_rank0() -> bool:
     return int(os.environ.get("RANK", "0")) == 0

@@ -279,6 +279,8 @@ def describe_keys(schema: type = TrainConfig, prefix: str = "") -> list[tuple[st
 
 def shown(value: Any) -> str:
     """A value as the user would type it on the command line."""
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (ListConfig, DictConfig)):

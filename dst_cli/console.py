@@ -17,12 +17,13 @@ from rich.text import Text
 log = logging.getLogger("dst_cli")
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 COLUMN_WIDTH = 10  # every column but the epoch's: "explored" or "12345.6s" and a two-space gap
+MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 def starting_line(args: list[str]) -> str:
     """The line printed on Enter, before PyTorch loads (which takes seconds)."""
-    settings = " ".join(arg for arg in args if arg not in ("-m", "--multirun"))
-    what = "a sweep" if ("-m" in args or "--multirun" in args) else "a run"
+    settings = " ".join(arg for arg in args if arg not in MULTIRUN_FLAGS)
+    what = "a sweep" if any(flag in args for flag in MULTIRUN_FLAGS) else "a run"
     return f"dst-train: starting {what} with {settings or 'the defaults'} (loading PyTorch...)"
 
 

@@ -9,7 +9,6 @@ import importlib.metadata
 import importlib.resources
 import re
 import textwrap
-from typing import Any
 
 HELP_FLAGS = ("--help", "-h")
 WIDTH = 80
@@ -103,12 +102,6 @@ def default_config():
         return compose("train", return_hydra_config=True)
 
 
-def shown(value: Any) -> str:
-    from dst_cli.config import shown as schema_shown
-
-    return "null" if value is None else schema_shown(value)
-
-
 def entry(name: str, *paragraphs: str) -> list[str]:
     """`name` in the key column, each paragraph wrapped beside it (the first below it if the name is too long)."""
     indent = " " * (KEY_COLUMN + 2)
@@ -124,7 +117,7 @@ def schema_rows(cfg) -> list[tuple[str, str]]:
     a key that only some have says which."""
     from omegaconf import OmegaConf
 
-    from dst_cli.config import OPTIM_SCHEMAS, PLUGIN_GROUPS, TrainConfig, describe_keys
+    from dst_cli.config import OPTIM_SCHEMAS, PLUGIN_GROUPS, TrainConfig, describe_keys, shown
 
     described = [row for row in describe_keys(TrainConfig) if row[0] not in (*PLUGIN_GROUPS, "optim")]
     owners: dict[str, list[str]] = {}
@@ -144,9 +137,10 @@ def schema_rows(cfg) -> list[tuple[str, str]]:
     return rows
 
 
-
 def plugin_rows(cfg, group: str) -> list[tuple[str, str]]:
     """(key=default, inline comment) of the keys of `group`'s default choice (its own arguments)."""
+    from dst_cli.config import shown
+
     choice = cfg.hydra.runtime.choices[group]
     text = importlib.resources.files("dst_cli.conf").joinpath(group, f"{choice}.yaml").read_text()
     comments = dict(re.findall(r"^(\w+):[^#\n]*#\s*(.*)$", text, flags=re.MULTILINE))
@@ -180,6 +174,8 @@ def recipe_lines() -> list[str]:
 
 
 def help_text() -> str:
+    from dst_cli.config import PLUGIN_GROUPS
+
     cfg = default_config()
     lines = ["usage: dst-train [-m] [GROUP=CHOICE ...] [KEY=VALUE ...]", "       dst-train --help | --version", ""]
     lines += [*textwrap.wrap(" ".join(ABOUT.split()), WIDTH), ""]
@@ -191,7 +187,7 @@ def help_text() -> str:
         lines += entry(name, meaning)
     lines += ["", "Arguments of the default model, dataset and acq (another choice has its own;",
               "+GROUP.KEY=VALUE adds one; see `dst-train GROUP=CHOICE --cfg job`):"]
-    for group in ("model", "dataset", "acq"):
+    for group in PLUGIN_GROUPS:
         for name, meaning in plugin_rows(cfg, group):
             lines += entry(name, meaning)
     lines += ["", "Recipes:", *recipe_lines()]
