@@ -14,10 +14,10 @@ from dst_cli.data.transforms import CropFlip, Normalize
 
 
 def copy_without_waiting(tensor: Tensor, device: torch.device) -> Tensor:
-    """A host tensor of one batch (samples, labels, indices or augmentation parameters) on `device`. To CUDA it
-    goes through pinned memory asynchronously: a copy from pageable memory, non_blocking or not, would make
-    the host wait for the GPU at every batch."""
-    if device.type != "cuda":
+    """A tensor of one batch (samples, labels, indices or augmentation parameters) on `device`. From the host
+    to CUDA it goes through pinned memory asynchronously: a copy from pageable memory, non_blocking or not,
+    would make the host wait for the GPU at every batch. A tensor already on a GPU (no pinning) moves as is."""
+    if device.type != "cuda" or tensor.device.type != "cpu":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
 
