@@ -29,7 +29,8 @@ LOG_NAME = "train.log"
 CHECKPOINTS_NAME = "checkpoints"
 HYDRA_NAME = ".hydra"
 # Everything dst-train may create directly inside a run dir; nothing else is ever removed.
-HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+HYDRA_CONFIG, HYDRA_SETTINGS, HYDRA_OVERRIDES = "config.yaml", "hydra.yaml", "overrides.yaml"  # in HYDRA_NAME
+HYDRA_FILES = (HYDRA_CONFIG, HYDRA_SETTINGS, HYDRA_OVERRIDES)
 RUN_ENTRIES = (METRICS_NAME, SUMMARY_NAME, LOG_NAME, CHECKPOINTS_NAME, HYDRA_NAME, LOCK_NAME)
 TMP_SUFFIX = ".tmp"
 

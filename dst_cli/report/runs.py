@@ -16,6 +16,7 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 
 from dst_cli.errors import UserError
+from dst_cli.rundir import HYDRA_CONFIG, HYDRA_NAME, HYDRA_OVERRIDES, HYDRA_SETTINGS, METRICS_NAME, SUMMARY_NAME
 
 # What identifies a run in summary.csv and the list of runs that did not complete.
 SETTING_FIELDS = ("model", "dataset", "acq", "sparsity", "seed", "distribution", "schedule", "init")
@@ -77,7 +78,7 @@ def find_run_dirs(path: Path) -> list[Path]:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "summary.json").is_file() or (path / ".hydra").is_dir()
+    return (path / SUMMARY_NAME).is_file() or (path / HYDRA_NAME).is_dir()
 
 
 def _natural_order(path: Path) -> list:
@@ -94,13 +95,13 @@ def load_run(run_dir: Path) -> Run:
             problems.append(str(problem))
             return default
 
-    summary_path = run_dir / "summary.json"
+    summary_path = run_dir / SUMMARY_NAME
     summary = attempt(_read_summary, summary_path, default=None) if summary_path.is_file() else {}
-    config_path = run_dir / ".hydra" / "config.yaml"
+    config_path = run_dir / HYDRA_NAME / HYDRA_CONFIG
     config = attempt(_read_config, config_path, default=None) if config_path.is_file() else {}
-    hydra_choices = attempt(_read_hydra_choices, run_dir / ".hydra" / "hydra.yaml", default={})
+    hydra_choices = attempt(_read_hydra_choices, run_dir / HYDRA_NAME / HYDRA_SETTINGS, default={})
     overrides = attempt(_read_overrides, run_dir, summary or {}, default={})
-    metrics = attempt(_read_metrics, run_dir / "metrics.jsonl", problems, default=[])
+    metrics = attempt(_read_metrics, run_dir / METRICS_NAME, problems, default=[])
 
     setting = {
         field: _first_known(
@@ -154,7 +155,7 @@ def _read_text(path: Path) -> str:
 
 def _shown(path: Path) -> str:
     """summary.json, .hydra/config.yaml: the path inside the run dir."""
-    return f"{path.parent.name}/{path.name}" if path.parent.name == ".hydra" else path.name
+    return f"{path.parent.name}/{path.name}" if path.parent.name == HYDRA_NAME else path.name
 
 
 def _read_summary(path: Path) -> dict:
@@ -224,7 +225,7 @@ def _dig(tree, *keys):
 
 def _read_overrides(run_dir: Path, summary: dict) -> dict[str, Override]:
     """The run's Hydra overrides by key (summary.json's copy first: a run refused early may have no .hydra/)."""
-    path = run_dir / ".hydra" / "overrides.yaml"
+    path = run_dir / HYDRA_NAME / HYDRA_OVERRIDES
     lines = summary.get("overrides")
     if lines is None:
         lines = _read_yaml(path) if path.is_file() else []
