@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dst_cli.data.base import Data, LoaderSettings, check_enough_for_one_batch
-from dst_cli.data.loaders import TensorLoader, plan_for
+from dst_cli.data.base import Data, LoaderSettings
+from dst_cli.data.loaders import tensor_data
 from dst_cli.data.transforms import channel_normalize
 from dst_cli.errors import UserError
 
@@ -118,19 +118,7 @@ def build_digits(
     _, val_size, test_size = split_sizes(len(labels), val_fraction, test_fraction)
     check_splits_hold_every_class(val_size, test_size, val_fraction, test_fraction)
     train_indices, val_indices, test_indices = stratified_split(labels, val_size, test_size, split_seed)
-    check_enough_for_one_batch("digits", len(train_indices), settings)
-
     normalize = channel_normalize(images[train_indices], scale=PIXEL_MAX)
-    images, labels = images.to(settings.device), labels.to(settings.device)
-
-    def loader(indices: Tensor, train: bool) -> TensorLoader:
-        indices = indices.to(settings.device)
-        return TensorLoader(images[indices], labels[indices], plan_for(len(indices), settings, train), normalize)
-
-    return Data(
-        train=loader(train_indices, train=True),
-        val=loader(val_indices, train=False) if val_size else None,
-        test=loader(test_indices, train=False),
-        num_classes=NUM_CLASSES,
-        input_shape=(1, 8, 8),
-    )
+    splits = {name: (images[indices], labels[indices])
+              for name, indices in zip(("train", "val", "test"), (train_indices, val_indices, test_indices))}
+    return tensor_data("digits", splits, settings, normalize, NUM_CLASSES, (1, 8, 8))
