@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from dst_cli.sparse.acquisition import Acquisition, ScoreContext
 from dst_cli.sparse.errors import MasksDiverged
 from dst_cli.sparse.flops import training_flops_ratio
-from dst_cli.sparse.masks import SparseMasks, active_positions, finite_scores, lowest
+from dst_cli.sparse.masks import SparseMasks, active_positions, finite_scores, lowest, weight_state
 from dst_cli.sparse.schedule import UpdateSchedule
 
 DDP_MODES = ("check", "broadcast")
@@ -84,13 +84,12 @@ class SparseEngine:
     # ----- the mask update -----
     def _context(self, i: int, step: int) -> ScoreContext:
         weight = self.masks.weights[i]
-        state = self.optimizer.state.get(weight, {})
         return ScoreContext(
             name=self.names[i],
             weight=weight.detach(),
             grad=weight.grad.detach() if weight.grad is not None else torch.zeros_like(weight),
             mask=self.masks.masks[i],
-            optimizer_state={k: v for k, v in state.items() if isinstance(v, Tensor) and v.shape == weight.shape},
+            optimizer_state=weight_state(self.optimizer, weight),
             active_steps=None if self.masks.active_steps is None else self.masks.active_steps[i],
             step=step,
             generator=self.generator,
@@ -132,7 +131,7 @@ class SparseEngine:
             if grown[name]:
                 ineligible = new_mask if schedule.regrow_dropped else masks.masks[i].flatten()
                 scores = self.acq.grow_scores(contexts[name]).flatten()
-                finite = scores.nan_to_num(nan=torch.finfo(scores.dtype).min)
+                finite = scores.nan_to_num(nan=torch.finfo(scores.dtype).min)  # and ±inf to the finite extremes
                 new_mask[torch.topk(finite.masked_fill(ineligible, -float("inf")), grown[name]).indices] = True
             if dropped[name] or grown[name]:
                 masks.replace(i, new_mask.view(masks.masks[i].shape), self.optimizer)
@@ -207,6 +206,10 @@ class SparseEngine:
                 shared = mask.to(torch.uint8)
                 dist.broadcast(shared, src=0)
                 self.masks.replace(i, shared.bool(), self.optimizer)
+                # each rank zeroed and reset what its own update changed: rank 0's values make one model again
+                weight = self.masks.weights[i]
+                for tensor in (weight, *weight_state(self.optimizer, weight).values(), self.masks.explored[i]):
+                    dist.broadcast(tensor, src=0)
             self.counts = self.masks.active_counts()
         else:
             local = self.masks_checksum()

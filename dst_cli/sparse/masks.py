@@ -36,6 +36,13 @@ def lowest(scores: Tensor, k: int) -> Tensor:
     return below | (tied & (tied.cumsum(0) <= k - below.sum()))
 
 
+def weight_state(optimizer: torch.optim.Optimizer, weight: Tensor) -> dict[str, Tensor]:
+    """The optimizer's state of each entry of `weight` (momentum, Adam's moments): its tensors of the weight's
+    shape."""
+    return {key: value for key, value in optimizer.state.get(weight, {}).items()
+            if isinstance(value, Tensor) and value.shape == weight.shape}
+
+
 def active_positions(mask: Tensor, count: int) -> Tensor:
     """Flat (logical-order) positions of the `count` active entries of a bool mask, ascending; no host sync."""
     return mask.flatten().nonzero_static(size=count).squeeze(1)
@@ -83,9 +90,8 @@ class SparseMasks:
         changed = new_mask ^ mask
         reset = changed if reset_left else new_mask & ~mask
         weight.masked_fill_(changed, 0.0)
-        for state in optimizer.state.get(weight, {}).values():
-            if isinstance(state, Tensor) and state.shape == weight.shape:
-                state.masked_fill_(reset, 0)
+        for state in weight_state(optimizer, weight).values():
+            state.masked_fill_(reset, 0)
         mask.copy_(new_mask)
         self.explored[i] |= pack_bits(new_mask.flatten())
 

@@ -188,13 +188,17 @@ def ddp_worker(rank: int, init_file: str, mode: str, diverge: bool, results: str
             dist.broadcast(mask, src=0)
         for i, mask in enumerate(engine.masks.masks):
             engine.masks.multipliers[i].copy_(mask)
+        for tensor in (*model.parameters(), *engine.masks.explored):  # zeroed and recorded by rank 1's masks
+            dist.broadcast(tensor.data, src=0)
     outcome = "completed"
     try:
         train(model, optimizer, engine, batches(5, 12))
     except MasksDiverged as error:
         outcome = str(error)
+    momentum = [optimizer.state[p]["momentum_buffer"] for p in model.parameters()]
     torch.save({"outcome": outcome, "checksum": engine.masks_checksum(), "checks": engine.mask_checks,
-                "counts": engine.counts}, f"{results}.{rank}")
+                "counts": engine.counts, "weights": list(model.state_dict().values()), "momentum": momentum,
+                "explored": engine.masks.explored}, f"{results}.{rank}")
     dist.destroy_process_group()
 
 
@@ -221,3 +225,6 @@ def test_ddp_broadcast_makes_rank0s_masks_everyones(tmp_path):
     assert [r["outcome"] for r in ranks] == ["completed", "completed"]
     assert torch.equal(ranks[0]["checksum"], ranks[1]["checksum"])
     assert ranks[0]["counts"] == ranks[1]["counts"] and ranks[0]["checks"] == 2
+    # and rank 0's weights, optimizer state and explored flags: the models stay one model
+    for key in ("weights", "momentum", "explored"):
+        assert all(torch.equal(a, b) for a, b in zip(ranks[0][key], ranks[1][key])), key
