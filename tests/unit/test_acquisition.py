@@ -130,6 +130,29 @@ def test_a_plugin_sees_optimizer_state_and_may_move_growth_between_layers():
     assert [int(m.sum()) for m in engine.masks.masks] == [60, 40]
 
 
+@pytest.mark.parametrize("score", [-math.inf, math.nan])
+def test_grow_scores_of_minus_inf_or_nan_still_grow_inactive_weights_only(score):
+    """Such scores rank below every finite one but above the ineligible (active) weights, which are marked -inf:
+    the mask gains exactly the regrowth count among the weights inactive before the update."""
+    class NoPreference(Acquisition):
+        def grow_scores(self, ctx):
+            return torch.full_like(ctx.weight, score)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 10, bias=False))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    engine = sparsify(model, optimizer, sparsity=0.5, total_steps=100, acq=NoPreference, update_interval=10,
+                      decay="constant", drop_fraction=0.3, rounding="round", regrow_dropped=False)
+    # active (ineligible) weights in the second half, where CPU top-k picks among 400 equal values
+    engine.masks.multipliers[0].copy_((torch.arange(400) >= 200).view(10, 40))
+    before = engine.masks.masks[0].clone()
+    model[0].weight.grad = torch.randn(10, 40)
+    engine.update(10)  # drops 60 of the 200 active weights, grows 60 among the 200 inactive before
+    after = engine.masks.masks[0]
+    assert engine.counts == [200] and int(after.sum()) == 200
+    assert int((after & ~before).sum()) == 60
+
+
 def test_a_regrowth_that_breaks_the_global_count_is_refused():
     class Leaky(GrowByMomentum):
         def regrowth_counts(self, dropped, contexts, room):
