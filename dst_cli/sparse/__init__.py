@@ -9,21 +9,22 @@
 from dst_cli.sparse.acquisition import (
     Acquisition, ScoreContext, acquisition_names, make_acquisition, register_acquisition,
 )
-from dst_cli.sparse.api import sparsify
+from dst_cli.sparse.api import check_layout, sparsify
 from dst_cli.sparse.distribution import DISTRIBUTIONS, layer_densities
 from dst_cli.sparse.engine import DDP_MODES, SparseEngine
 from dst_cli.sparse.errors import MasksDiverged, SparseConfigError
 from dst_cli.sparse.flops import inference_flops_ratio, layer_flops, training_flops_ratio
-from dst_cli.sparse.init import INIT_METHODS, INIT_OPTIONS, init_masks
+from dst_cli.sparse.init import INIT_INPUTS, Init, init_masks, init_names, make_init, register_init
 from dst_cli.sparse.prunable import is_prunable, prunable_weights
 from dst_cli.sparse.schedule import (
     DECAYS, ROUNDINGS, SCHEDULE_OPTIONS, SCHEDULE_PRESETS, UpdateSchedule, gradual_density, schedule_preset,
 )
 
 __all__ = [
-    "Acquisition", "DDP_MODES", "DECAYS", "DISTRIBUTIONS", "INIT_METHODS", "INIT_OPTIONS", "MasksDiverged",
+    "Acquisition", "DDP_MODES", "DECAYS", "DISTRIBUTIONS", "INIT_INPUTS", "Init", "MasksDiverged",
     "ROUNDINGS", "SCHEDULE_OPTIONS", "SCHEDULE_PRESETS", "ScoreContext", "SparseConfigError", "SparseEngine",
-    "UpdateSchedule", "acquisition_names", "gradual_density", "inference_flops_ratio", "init_masks",
-    "is_prunable", "layer_densities", "layer_flops", "make_acquisition", "prunable_weights",
-    "register_acquisition", "schedule_preset", "sparsify", "training_flops_ratio",
+    "UpdateSchedule", "acquisition_names", "check_layout", "gradual_density", "inference_flops_ratio",
+    "init_masks", "init_names", "is_prunable", "layer_densities", "layer_flops", "make_acquisition",
+    "make_init", "prunable_weights", "register_acquisition", "register_init", "schedule_preset", "sparsify",
+    "training_flops_ratio",
 ]

@@ -7,18 +7,19 @@ RigL is SET with another grow score and EE is RigL plus an exploration bonus. Ev
 ScoreContext, so a method that needs the gradient to drop (MEST) or the momentum to grow (SNFS) fits
 without a signature change; `drop_counts` and `regrowth_counts` let a method move the drop (DSR) or the
 growth (SNFS, DSR) between layers, the engine checking that the global count stays exact.
-Counts that move between layers are split by `apportion`: exact integers that sum to the requested total
-and never exceed a layer's room.
+Counts that move between layers are split by `apportion` (DSR) or `apportion_overflow_equally` (SNFS):
+exact integers that sum to the requested total and never exceed a layer's room.
 """
-import inspect
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
-from dst_cli.sparse.errors import SparseConfigError, check_choice, check_number, invalid
+from dst_cli.sparse.errors import check_choice, check_number
 from dst_cli.sparse.masks import finite_scores, lowest
+from dst_cli.sparse.registry import Registry, options_repr
 
 
 @dataclass
@@ -62,7 +63,8 @@ class Acquisition:
 
     def drop_counts(self, planned: dict[str, int], contexts: dict[str, ScoreContext]) -> dict[str, int]:
         """How many active weights each layer drops, given the schedule's plan. Default: the plan.
-        An override may move counts between layers; the engine checks the total and each layer's 0..active."""
+        An override may move counts between layers or lower them (the regrowth then totals what was dropped);
+        the engine checks the total is at most the plan's and each layer's count within 0..active."""
         return dict(planned)
 
     def regrowth_counts(
@@ -73,51 +75,21 @@ class Acquisition:
         layers; the engine checks the total stays exact and every layer within its room."""
         return dict(dropped)
 
+    def __repr__(self) -> str:
+        return options_repr(self)
 
-_REGISTRY: dict[str, type[Acquisition]] = {}
 
-
-def register_acquisition(name: str):
-    """Class decorator: make an Acquisition subclass available as acq=`name`."""
-
-    def register(cls: type[Acquisition]) -> type[Acquisition]:
-        if not (isinstance(cls, type) and issubclass(cls, Acquisition)):
-            raise TypeError(f"@register_acquisition({name!r}) needs an Acquisition subclass, got {cls!r}")
-        taken = _REGISTRY.get(name)
-        if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise ValueError(f"acquisition name {name!r} is already taken by {taken.__module__}.{taken.__qualname__}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return register
+ACQUISITIONS: Registry[Acquisition] = Registry("acq", Acquisition)
+register_acquisition = ACQUISITIONS.register  # class decorator: make a subclass available as acq=NAME
 
 
 def acquisition_names() -> list[str]:
-    return list(_REGISTRY)
+    return ACQUISITIONS.names()
 
 
 def make_acquisition(acq: "str | type[Acquisition] | Acquisition", **options) -> Acquisition:
     """An acquisition from a registered name or a class (with its options), or an instance as it is."""
-    if isinstance(acq, Acquisition):
-        if options:
-            raise SparseConfigError("acq_options", "acq_options cannot be given with an Acquisition instance; "
-                                    "allowed: options with a registered name or a class")
-        return acq
-    if isinstance(acq, str):
-        if acq not in _REGISTRY:
-            raise invalid("acq", acq, " | ".join(_REGISTRY))
-        acq = _REGISTRY[acq]
-    if not (isinstance(acq, type) and issubclass(acq, Acquisition)):
-        raise invalid("acq", acq, f"a registered name ({' | '.join(_REGISTRY)}), an Acquisition subclass or instance")
-    accepted = [p.name for p in inspect.signature(acq.__init__).parameters.values()
-                if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    label = acq.name or acq.__qualname__
-    for key in options:
-        if key not in accepted:
-            raise SparseConfigError(f"acq.{key}", f"acq.{key} is not an option of acq={label}; "
-                                    f"allowed: {', '.join(accepted) or 'no options'}")
-    return acq(**options)
+    return ACQUISITIONS.make(acq, options)
 
 
 @register_acquisition("set")
@@ -158,7 +130,8 @@ class RigL(SET):
         return ctx.grad.abs()
 
 
-BONUSES = ("log", "sqrt")
+Bonus = Literal["log", "sqrt"]
+BONUSES = get_args(Bonus)
 
 
 @register_acquisition("ee")
@@ -168,11 +141,15 @@ class EE(RigL):
     bonus `log`:  ln(t) / (N + eps)         bonus `sqrt`: sqrt(ln(t) / (N + eps))   (UCB1)
     t = optimizer steps taken (ln taken of max(t, 1): no bonus at a step-0 update), N = steps the weight has
     been active so far. The paper's code is not public; this follows its text.
+
+    c: weight of the exploration term (0 is RigL); chosen on the digits validation split
+    eps: added to N, so that never-active weights get a finite bonus c * ln(t) / eps
+    bonus: log: ln(t) / (N + eps); sqrt: sqrt(ln(t) / (N + eps)) (UCB1)
     """
 
     needs_active_steps = True
 
-    def __init__(self, c: float = 3e-4, eps: float = 1.0, bonus: str = "log"):
+    def __init__(self, c: float = 3e-4, eps: float = 1.0, bonus: Bonus = "log"):
         self.c = check_number("acq.c", c, 0.0)
         self.eps = check_number("acq.eps", eps, 0.0, low_open=True)
         self.bonus = check_choice("acq.bonus", bonus, BONUSES)
@@ -195,6 +172,8 @@ class MEST(SET):
     as SET: set acq.lam for the gradient term. Only the gradient of active weights is read, so no dense
     gradient is needed. Not reproduced here: MEST's schedule (prune to a lower bound, grow back, every 5
     epochs, mutation ratio stepped down at epochs 90 and 120) is a schedule matter.
+
+    lam: weight of |g| in the drop score |w| + lam * |g|
     """
 
     def __init__(self, lam: float = 0.0):
@@ -218,15 +197,13 @@ def momentum(ctx: ScoreContext) -> Tensor:
 
 
 def apportion(total: int, shares: dict[str, float], room: dict[str, int]) -> dict[str, int]:
-    """Integers proportional to `shares`, each within 0..room[name], summing to `total` exactly.
+    """Integers proportional to `shares`, each within 0..room[name], summing to `total` exactly (DSR).
 
     Real quotas first: a layer whose quota exceeds its room is filled and the rest is split again among the
-    others (the residual loop of sparse_learning core.py:461-494, here run to the end); a zero or non-finite
-    share counts as 0, and if no open layer has a positive share the rest is split by room. Then every quota
-    is floored and the missing units go, one each, to the largest fractional parts (ties: earlier layer).
+    others in proportion to their shares, until every quota fits; a zero or non-finite share counts as 0,
+    and if no open layer has a positive share the rest is split by room. Then `round_quotas`.
     """
-    if total > sum(room.values()):
-        raise ValueError(f"cannot place {total} weights in layers with room for {sum(room.values())}")
+    check_room(total, room)
     clean = {name: share if math.isfinite(share) and share > 0 else 0.0 for name, share in shares.items()}
     quota = {name: 0.0 for name in shares}
     open_layers, left = [name for name in shares if room[name] > 0], float(total)
@@ -243,16 +220,73 @@ def apportion(total: int, shares: dict[str, float], room: dict[str, int]) -> dic
             quota[name] = float(room[name])
             left -= room[name]
         open_layers = [name for name in open_layers if name not in full]
-    counts = {name: min(room[name], math.floor(quota[name])) for name in shares}
-    position = {name: i for i, name in enumerate(shares)}
-    order = sorted(shares, key=lambda name: (counts[name] - quota[name], position[name]))
+    return round_quotas(total, quota, room)
+
+
+def apportion_overflow_equally(total: int, shares: dict[str, float], room: dict[str, int]) -> dict[str, int]:
+    """Integers near total * share (shares normalised to sum 1), each within 0..room[name], summing to
+    `total`; what a layer's quota holds beyond its room is spread in EQUAL parts over the other layers (SNFS).
+
+    sparse_learning core.py:471-494 (ITOP ImageNet/core.py:560-583 is the same loop) caps each layer's
+    regrowth, sums the excess into `residual` and adds residual / (number of layers) to every layer at the
+    next pass, again and again while anything overflows: every layer that still has room receives the same
+    increments until it is full. The limit of that loop, computed here directly, is water-filling with one
+    common level L >= 0: quota = min(total * share + L, room) for every layer, L the smallest level at which
+    the quotas sum to `total` (L = 0 when nothing overflows). A zero or non-finite share counts as 0 (such a
+    layer still takes its equal part of an overflow); if no share is positive the whole total is spread
+    equally. Then `round_quotas`.
+    """
+    check_room(total, room)
+    return round_quotas(total, overflow_equally_quotas(total, shares, room), room)
+
+
+def overflow_equally_quotas(total: int, shares: dict[str, float], room: dict[str, int]) -> dict[str, float]:
+    """The real quotas of `apportion_overflow_equally`: min(total * share + L, room) per layer."""
+    clean = {name: share if math.isfinite(share) and share > 0 else 0.0 for name, share in shares.items()}
+    norm = sum(clean.values())
+    base = {name: total * share / norm if norm > 0 else 0.0 for name, share in clean.items()}
+    # raise the common level through the layers' gaps (room - base), smallest gap first
+    gaps = sorted((room[name] - base[name], position, name) for position, name in enumerate(shares)
+                  if room[name] > base[name])
+    left = total - sum(min(base[name], room[name]) for name in shares)  # what the overflow and open layers need
+    level = 0.0
+    for index, (gap, _, _) in enumerate(gaps):
+        open_count = len(gaps) - index
+        if left <= (gap - level) * open_count:
+            level += left / open_count
+            break
+        left -= (gap - level) * open_count
+        level = gap
+    return {name: min(base[name] + level, float(room[name])) for name in shares}
+
+
+def check_room(total: int, room: dict[str, int]) -> None:
+    if total > sum(room.values()):
+        raise ValueError(f"cannot place {total} weights in layers with room for {sum(room.values())}")
+
+
+def round_quotas(total: int, quota: dict[str, float], room: dict[str, int]) -> dict[str, int]:
+    """Integers from real quotas that sum to `total` (within float error), each within 0..room[name], summing
+    to `total` exactly: every quota floored, then the missing units one each to the largest fractional parts
+    (ties: earlier layer); units over the total (float error) come off the smallest fractional parts."""
+    counts = {name: max(0, min(room[name], math.floor(quota[name]))) for name in quota}
+    position = {name: i for i, name in enumerate(quota)}
+    order = sorted(quota, key=lambda name: (counts[name] - quota[name], position[name]))
     missing = total - sum(counts.values())
     while missing > 0:
         for name in order:
             if missing > 0 and counts[name] < room[name]:
                 counts[name] += 1
                 missing -= 1
+    while missing < 0:
+        for name in reversed(order):
+            if missing < 0 and counts[name] > 0:
+                counts[name] -= 1
+                missing += 1
     return counts
+
+
+SNFS_DENSE_SPARSITY = 0.2  # sparse_learning core.py:368: layers less sparse than this may drop less
 
 
 @register_acquisition("snfs")
@@ -262,11 +296,16 @@ class SNFS(Acquisition):
 
     TimDettmers/sparse_learning sparselearning/funcs.py:7-37 (layer statistic: mean |momentum| of the active
     weights, normalised to sum 1 by core.py:451-453), core.py:461-494 (regrowth = share * total removed,
-    capped at the layer's free slots, residual re-split), funcs.py:177-249 (growth: highest |momentum| among
-    the zeros, just-dropped included), funcs.py:56-114 (magnitude prune, ceil(rate * nonzeros)).
+    capped at the layer's free slots, the excess spread equally over the layers, see
+    `apportion_overflow_equally`), core.py:359-375 (adjust_prune_rate, see `drop_counts`), funcs.py:177-249
+    (growth: highest |momentum| among the zeros, just-dropped included), funcs.py:56-114 (magnitude prune,
+    ceil(rate * nonzeros) with the layer's adjusted rate, :107). ITOP's ImageNet/core.py repeats these
+    (:436-452 adjust_prune_rate, :550-599 the redistribution).
     Differences, on purpose: the reference ceils each share and floors it again when growing (core.py:483,
     :407), so its total drifts and is corrected by a smoothed adjustment (:416-419); here the split is exact
-    (`apportion`), and a layer may fill up completely (the reference stops at 99% of its free slots).
+    (integers summing to the total dropped), and a layer may fill up completely (the reference caps at 99%
+    of its free slots, :486). The proportional re-split of an overflow (`apportion`, as DSR uses) is not
+    offered: no reference uses it and nothing shows it better; the equal spread is the published code's.
     The momentum of inactive weights comes from dense gradients at every step, so the training FLOPs count
     a dense backward at each step (`dense_gradient_every_step`), not only at updates.
     """
@@ -276,11 +315,37 @@ class SNFS(Acquisition):
     def grow_scores(self, ctx: ScoreContext) -> Tensor:
         return momentum(ctx).abs()
 
+    @staticmethod
+    def layer_shares(contexts: dict[str, ScoreContext]) -> list[float]:
+        """Each layer's mean |momentum| over its active weights (0 for a layer without any), before the
+        update: funcs.py:35-37 on the mask as it stands before the prune (core.py:440, gather_statistics)."""
+        means = torch.stack([momentum(ctx).abs()[ctx.mask].mean() for ctx in contexts.values()])
+        return means.nan_to_num(0.0).tolist()
+
+    def drop_counts(self, planned: dict[str, int], contexts: dict[str, ScoreContext]) -> dict[str, int]:
+        """adjust_prune_rate (sparse_learning core.py:359-375; ITOP ImageNet/core.py:436-452): a layer less
+        than 20% sparse whose share of the momentum exceeds the mean share (1 / layers: "growing") prunes at
+        min(sparsity, rate) instead of the rate, i.e. drops at most ceil(sparsity * active) weights (funcs.py
+        :107); a dense growing layer drops nothing. The reference ceils rate * nonzeros: with the schedule's
+        rounding=ceil (itop, the default) this equals its count exactly, since ceil(min(a, b) * n) =
+        min(ceil(a * n), ceil(b * n)). A layer whose share is 0 or undefined is never "growing" (the
+        reference divides by it, :372)."""
+        shares = self.layer_shares(contexts)
+        total = sum(shares)
+        actives = torch.stack([ctx.mask.sum() for ctx in contexts.values()]).tolist()
+        counts = dict(planned)
+        for (name, ctx), share, active in zip(contexts.items(), shares, actives):
+            sparsity = (ctx.mask.numel() - active) / float(ctx.mask.numel())
+            growing = share > 0 and total > 0 and (1.0 / len(shares)) / (share / total) < 1.0
+            if sparsity < SNFS_DENSE_SPARSITY and growing:
+                counts[name] = min(planned[name], math.ceil(sparsity * active))
+        return counts
+
     def regrowth_counts(
         self, dropped: dict[str, int], contexts: dict[str, ScoreContext], room: dict[str, int]
     ) -> dict[str, int]:
-        means = torch.stack([momentum(ctx).abs()[ctx.mask].mean() for ctx in contexts.values()]).nan_to_num(0.0)
-        return apportion(sum(dropped.values()), dict(zip(contexts, means.tolist())), room)
+        shares = dict(zip(contexts, self.layer_shares(contexts)))
+        return apportion_overflow_equally(sum(dropped.values()), shares, room)
 
 
 @register_acquisition("dsr")

@@ -5,12 +5,12 @@ import torch
 from torch import nn
 
 from dst_cli.sparse.acquisition import Acquisition, make_acquisition
-from dst_cli.sparse.distribution import DISTRIBUTIONS, active_counts, layer_densities
-from dst_cli.sparse.engine import DDP_MODES, SparseEngine
+from dst_cli.sparse.distribution import DISTRIBUTIONS, Distribution, active_counts, layer_densities
+from dst_cli.sparse.engine import DDP_MODES, DDPMode, SparseEngine
 from dst_cli.sparse.errors import (
     SparseConfigError, check_bool, check_choice, check_int, check_number, invalid,
 )
-from dst_cli.sparse.init import INIT_METHODS, INIT_OPTIONS, init_masks
+from dst_cli.sparse.init import INIT_INPUTS, Init, check_counts, make_init
 from dst_cli.sparse.prunable import is_prunable, prunable_weights
 from dst_cli.sparse.schedule import UpdateSchedule, resolve_schedule
 
@@ -23,15 +23,15 @@ def sparsify(
     total_steps: int,
     acq: "str | type[Acquisition] | Acquisition" = "ee",
     acq_options: dict | None = None,
-    distribution: str = "erk",
+    distribution: Distribution = "erk",
     dense_first_layer: bool | None = None,
     dense_last_layer: bool | None = None,
     schedule: "str | UpdateSchedule" = "itop",
     prunable: Callable[[str, nn.Module], bool] | None = None,
     seed: int = 0,
     generator: torch.Generator | None = None,
-    ddp: str = "check",
-    init: str = "random",
+    ddp: DDPMode = "check",
+    init: "str | type[Init] | Init" = "random",
     init_options: dict | None = None,
     **schedule_overrides,
 ) -> SparseEngine:
@@ -48,9 +48,10 @@ def sparsify(
     seed / generator: the random masks and random growth (use the same seed on every rank).
     ddp: under torch.distributed with several ranks, "check" the masks agree after each update
         (MasksDiverged if not) or "broadcast" rank 0's masks.
-    init: the starting topology, random | snip | grasp | synflow (dst_cli.sparse.init); init_options its
-        inputs: loss_fn(outputs, targets) and batches [(inputs, targets), ...] for snip and grasp, batches
-        (only the first inputs' shape is read) for synflow, iterations (synflow), temperature (grasp).
+    init: the starting topology: a registered name (random | snip | grasp | synflow, dst_cli.sparse.init), an Init
+        subclass or instance. init_options: the init's own options (SynFlow's iterations, GraSP's temperature,
+        num_batches) and the inputs of a scored init: loss_fn(outputs, targets) and batches [(inputs,
+        targets), ...] for snip and grasp, batches (only the first inputs' shape is read) for synflow.
         Scored inits cut all sparse layers globally: a layer's count follows from its mask.
     An acquisition may default some schedule fields (acq=dsr: regrow_dropped=False) when `schedule` is a
     preset name and the field is not given.
@@ -60,37 +61,28 @@ def sparsify(
         raise invalid("model", type(model).__name__, "an nn.Module")
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise invalid("optimizer", type(optimizer).__name__, "a torch.optim.Optimizer")
-    density = 1.0 - check_number("sparsity", sparsity, 0.0, 1.0, high_open=True)
+    layout = check_layout(sparsity=sparsity, distribution=distribution, dense_first_layer=dense_first_layer,
+                          dense_last_layer=dense_last_layer, seed=seed, ddp=ddp)
     check_int("total_steps", total_steps, 1)
     if acq_options is not None and not isinstance(acq_options, dict):
         raise invalid("acq_options", acq_options, "a dict of the acquisition's options, or None")
     acquisition = make_acquisition(acq, **(acq_options or {}))
-    check_choice("distribution", distribution, DISTRIBUTIONS)
-    if dense_first_layer is None:
-        dense_first_layer = distribution == "uniform"
-    if dense_last_layer is None:
-        dense_last_layer = False
-    check_bool("dense_first_layer", dense_first_layer)
-    check_bool("dense_last_layer", dense_last_layer)
     if not isinstance(schedule, (str, UpdateSchedule)):
         raise invalid("schedule", schedule, "a preset name or an UpdateSchedule")
     if isinstance(schedule, str):
         schedule_overrides = {**acquisition.schedule_defaults, **schedule_overrides}
     update_schedule = resolve_schedule(schedule, total_steps, schedule_overrides)
+    density = 1.0 - layout["sparsity"]
     start_density = density
     if update_schedule.initial_density is not None:
         start_density = check_number("schedule.initial_density", update_schedule.initial_density, density, 1.0)
-    check_choice("init", init, INIT_METHODS)
     if init_options is not None and not isinstance(init_options, dict):
-        raise invalid("init_options", init_options, "a dict of the init's inputs, or None")
-    for key in init_options or {}:
-        if key not in INIT_OPTIONS:
-            raise SparseConfigError(f"init.{key}",
-                                    f"init.{key} is not an init option; allowed: {', '.join(INIT_OPTIONS)}")
+        raise invalid("init_options", init_options, "a dict of the init's options and inputs, or None")
+    inputs = {key: value for key, value in (init_options or {}).items() if key in INIT_INPUTS}
+    initial_topology = make_init(init, **{key: value for key, value in (init_options or {}).items()
+                                          if key not in INIT_INPUTS})
     if prunable is not None and not callable(prunable):
         raise invalid("prunable", prunable, "a function (name, module) -> bool, or None")
-    check_int("seed", seed, 0, 2**64 - 1)
-    check_choice("ddp", ddp, DDP_MODES)
     weights = prunable_weights(model, prunable or is_prunable)
     if not weights:
         raise SparseConfigError("prunable", "the model has no prunable weights; allowed: a model with Conv1d/2d/3d "
@@ -106,12 +98,33 @@ def sparsify(
         raise SparseConfigError("optimizer", f"the optimizer does not hold the prunable weights {missing}; "
                                 "allowed: an optimizer over the model's parameters")
     names = list(weights)
-    dense = {names[0]} if dense_first_layer else set()
-    if dense_last_layer:
+    dense = {names[0]} if layout["dense_first_layer"] else set()
+    if layout["dense_last_layer"]:
         dense.add(names[-1])
     shapes = {name: tuple(w.shape) for name, w in weights.items()}
     densities = layer_densities(shapes, start_density, distribution, frozenset(dense))
-    masks = init_masks(init, weights, active_counts(shapes, densities), generator=generator, model=model,
-                       **(init_options or {}))
+    counts = active_counts(shapes, densities)
+    check_counts(weights, counts)
+    masks = initial_topology.masks(weights, counts, generator=generator, model=model,
+                                   loss_fn=inputs.get("loss_fn"), batches=inputs.get("batches"))
     return SparseEngine(weights, optimizer, masks, update_schedule, acquisition, generator, ddp,
-                        dense_layers=frozenset(dense), final_density=density)
+                        dense_layers=frozenset(dense), final_density=density, init=initial_topology,
+                        distribution=distribution)
+
+
+def check_layout(*, sparsity: float, distribution: str, dense_first_layer: bool | None,
+                 dense_last_layer: bool | None, seed: int, ddp: str) -> dict:
+    """sparsify's scalar options checked, with the conventions resolved: dense_first_layer None is True for
+    `uniform` (RigL) and False otherwise, dense_last_layer None is False. Raises SparseConfigError."""
+    check_number("sparsity", sparsity, 0.0, 1.0, high_open=True)
+    check_choice("distribution", distribution, DISTRIBUTIONS)
+    if dense_first_layer is None:
+        dense_first_layer = distribution == "uniform"
+    if dense_last_layer is None:
+        dense_last_layer = False
+    check_bool("dense_first_layer", dense_first_layer)
+    check_bool("dense_last_layer", dense_last_layer)
+    check_int("seed", seed, 0, 2**64 - 1)
+    check_choice("ddp", ddp, DDP_MODES)
+    return {"sparsity": float(sparsity), "distribution": distribution, "dense_first_layer": dense_first_layer,
+            "dense_last_layer": dense_last_layer, "seed": int(seed), "ddp": ddp}

@@ -9,10 +9,12 @@
   does too for `uniform` by default, and the global density is then a little above the target.
 """
 import math
+from typing import Literal, get_args
 
 from dst_cli.sparse.errors import SparseConfigError
 
-DISTRIBUTIONS = ("erk", "er", "uniform")
+Distribution = Literal["erk", "er", "uniform"]
+DISTRIBUTIONS = get_args(Distribution)
 
 
 def density_scale(shape: tuple[int, ...], distribution: str) -> float:

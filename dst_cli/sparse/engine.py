@@ -4,6 +4,8 @@ One call of step() = one training iteration: the mask update when one is due (on
 batch), the optimizer step (unless the schedule skips it on update iterations), inactive weights back to 0.
 Where the update sits relative to the optimizer step is the schedule's `update_after_optimizer_step`.
 """
+from typing import Literal, get_args
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -11,16 +13,22 @@ from torch import Tensor, nn
 from dst_cli.sparse.acquisition import Acquisition, ScoreContext
 from dst_cli.sparse.errors import MasksDiverged
 from dst_cli.sparse.flops import training_flops_ratio
+from dst_cli.sparse.init import Init
 from dst_cli.sparse.masks import SparseMasks, active_positions, finite_scores, lowest, weight_state
 from dst_cli.sparse.schedule import UpdateSchedule
 
-DDP_MODES = ("check", "broadcast")
+DDPMode = Literal["check", "broadcast"]
+DDP_MODES = get_args(DDPMode)
+ENGINE_COUNTERS = ("step_count", "optimizer_steps", "updates_done", "last_update_step", "mask_checks",
+                   "integrated_until", "dense_gradient_iterations")
+ENGINE_STATE_KEYS = ("counts", "generator", "active_sums", "dense_gradient_sums", *ENGINE_COUNTERS)
 
 
 class SparseEngine:
     """Built by `sparsify`. `masks`: the initial bool mask of every weight (its count of active weights is
     kept exactly, except by gradual pruning); `dense_layers`: layers kept dense by the user, left out of
-    gradual pruning; `final_density`: the density gradual pruning ends at (1 - sparsity)."""
+    gradual pruning; `final_density`: the density gradual pruning ends at (1 - sparsity); `init` and
+    `distribution`: how the initial masks were made (shown by repr)."""
 
     def __init__(
         self,
@@ -33,8 +41,11 @@ class SparseEngine:
         ddp: str = "check",
         dense_layers: frozenset[str] = frozenset(),
         final_density: float = 1.0,
+        init: Init | None = None,
+        distribution: str | None = None,
     ):
         self.names = list(weights)
+        self.init, self.distribution = init, distribution
         self.optimizer, self.schedule, self.acq, self.generator, self.ddp = optimizer, schedule, acq, generator, ddp
         self.final_density = final_density
         self.pruned_layers = [i for i, name in enumerate(self.names) if name not in dense_layers]
@@ -58,20 +69,66 @@ class SparseEngine:
         """Each layer's density from its exact count (SNFS, DSR and gradual pruning move counts)."""
         return {name: count / w.numel() for name, w, count in zip(self.names, self.masks.weights, self.counts)}
 
+    def __repr__(self) -> str:
+        total = self.masks.total
+        return (f"SparseEngine({len(self.names)} layers, {sum(self.counts)}/{total} weights active "
+                f"({sum(self.counts) / total:.2%}), distribution={self.distribution}, acq={self.acq!r}, "
+                f"init={self.init!r}, schedule={self.schedule}, step {self.step_count}, "
+                f"{self.updates_done} updates)")
+
+    # ----- reading the masks -----
+    def mask(self, name: str) -> Tensor:
+        """A copy of layer `name`'s bool mask (the weight's shape); changing it does not change the engine."""
+        if name not in self.names:
+            raise KeyError(f"{name!r} is not a sparse layer; the sparse layers: {', '.join(self.names)}")
+        return self.masks.masks[self.names.index(name)].clone()
+
+    def masks_by_name(self) -> dict[str, Tensor]:
+        """Copies of every sparse layer's bool mask, by layer name, in module order."""
+        return {name: mask.clone() for name, mask in zip(self.names, self.masks.masks)}
+
     # ----- the per-iteration call -----
     def step(self) -> None:
-        """Call after loss.backward(), instead of optimizer.step()."""
-        self.step_count += 1  # this iteration (its forward and backward ran on the current masks)
+        """Call after loss.backward(), instead of optimizer.step().
+
+        An iteration whose mask update drops and grows needs every sparse weight's gradient: without one
+        (no backward pass, or a layer the loss does not reach) it raises ValueError naming the layers and
+        changes nothing (see _check_gradients). Other iterations do not look at the gradients."""
         before = not self.schedule.update_after_optimizer_step
-        if before and self._update_due(self.optimizer_steps):
-            self.update(self.optimizer_steps)
+        update_at = self.optimizer_steps if before else self.optimizer_steps + 1
+        due = self._update_due(update_at)  # Python ints only: no host sync on the steps without an update
+        if due:
+            self._check_gradients(update_at)
+        self.step_count += 1  # this iteration (its forward and backward ran on the current masks)
+        if before and due:
+            self.update(update_at)
             if self.schedule.skip_optimizer_step_on_update:
                 return
         self.optimizer.step()
         self.masks.apply()
         self.optimizer_steps += 1
-        if not before and self._update_due(self.optimizer_steps):
-            self.update(self.optimizer_steps)
+        if not before and due:
+            self.update(update_at)
+
+    def _check_gradients(self, step: int) -> None:
+        """Refuse an update that would run on missing gradients, before anything changes.
+
+        The rule is one for every acquisition: the drop-and-grow needs each sparse weight's .grad. RigL and
+        EE grow by it, SNFS by the momentum the gradients build (and by the gradient itself at its first
+        update), MEST with lam > 0 drops by it; SET, random, DSR and MEST with lam = 0 do not read it, but
+        an iteration without a backward pass is a mistake for them too, and a user acquisition may read
+        ctx.grad without declaring uses_gradient. An update that only prunes (acq=static with gradual
+        pruning) reads |w| alone and is not checked. A layer that never gets a gradient (frozen, or not
+        reached by the loss) must be left out of the sparse layers (sparsify's `prunable`)."""
+        if not self.acq.updates_topology:
+            return
+        missing = [name for name, weight in zip(self.names, self.masks.weights) if weight.grad is None]
+        if missing:
+            raise ValueError(
+                f"engine.step() at optimizer step {step} runs a mask update, but layer"
+                f"{'s' if len(missing) > 1 else ''} {', '.join(missing)} ha{'ve' if len(missing) > 1 else 's'} "
+                "no gradient (.grad is None); allowed: call loss.backward() before engine.step() "
+                "(nothing was changed)")
 
     def is_update_step(self, step: int) -> bool:
         """Whether a mask update runs when `step` optimizer steps have been taken."""
@@ -98,8 +155,8 @@ class SparseEngine:
     @torch.no_grad()
     def update(self, step: int) -> None:
         """Gradual pruning when due, then drop k active weights per layer (lowest drop score; the counts may
-        be moved between layers by the acquisition's drop_counts), then grow the layer's regrowth count among
-        the candidates (highest grow score). Candidates: every weight inactive after the drop, just-dropped
+        be moved between layers, or lowered, by the acquisition's drop_counts), then grow the layer's
+        regrowth count among the candidates (highest grow score). Candidates: every weight inactive after the drop, just-dropped
         ones included when `regrow_dropped` (RigL TF sparse_optimizers_base.py:293-317; ITOP core.py:320-368);
         else only weights inactive before the update. The count of active weights stays exact."""
         self.masks.count_active_steps(step)
@@ -168,11 +225,12 @@ class SparseEngine:
             self.counts[i] -= count
 
     def _check_drops(self, planned: dict[str, int], dropped: dict[str, int]) -> None:
-        """An acquisition's drop_counts must keep the planned total and drop only active weights."""
+        """An acquisition's drop_counts may move the plan between layers or lower it (SNFS's dense layers),
+        never raise its total, and drop only active weights."""
         who = f"{type(self.acq).__name__}.drop_counts"
-        if set(dropped) != set(planned) or sum(dropped.values()) != sum(planned.values()):
-            raise RuntimeError(f"{who} must return a count for every layer summing to {sum(planned.values())}, "
-                               f"got {dropped}")
+        if set(dropped) != set(planned) or sum(dropped.values()) > sum(planned.values()):
+            raise RuntimeError(f"{who} must return a count for every layer summing to at most "
+                               f"{sum(planned.values())}, got {dropped}")
         for i, name in enumerate(self.names):
             if not 0 <= dropped[name] <= self.counts[i]:
                 raise RuntimeError(f"{who} gave {name} {dropped[name]} weights to drop; it has 0..{self.counts[i]}")
@@ -264,13 +322,19 @@ class SparseEngine:
         """Remember the current masks (1 bit per weight) as the reference of `turnover`."""
         self.masks.epoch_start = self.masks.packed()
 
-    def stats(self) -> dict:
-        """Measured density, explored share, turnover since mark_epoch() and the per-layer table (syncs)."""
+    def stats(self, per_layer: bool = True) -> dict:
+        """Measured density, explored share, turnover since mark_epoch() and, with `per_layer`, the per-layer
+        table (syncs). `summary()` gives the same figures as one line."""
         masks = self.masks
-        return {
+        totals = {
             "density": masks.nonzero_density(),
             "explored": masks.explored_share(),
             "turnover": masks.turnover(),
+        }
+        if not per_layer:
+            return totals
+        return {
+            **totals,
             "layers": {
                 name: {
                     "shape": list(w.shape),
@@ -282,6 +346,12 @@ class SparseEngine:
                 for name, w, count in zip(self.names, masks.weights, self.counts)
             },
         }
+
+    def summary(self) -> str:
+        """One line: measured density, explored share, turnover, updates and steps."""
+        stats = self.stats(per_layer=False)
+        return (f"density {stats['density']:.2%}, explored {stats['explored']:.2%}, turnover {stats['turnover']:.2%}, "
+                f"{self.updates_done} updates in {self.step_count} steps")
 
     # ----- checkpoints -----
     def state_dict(self) -> dict:
@@ -300,7 +370,43 @@ class SparseEngine:
             "dense_gradient_iterations": self.dense_gradient_iterations,
         }
 
+    def check_state(self, state: dict) -> None:
+        """Raise ValueError (one line) unless `state` is a state_dict() of an engine over these layers: every
+        key present, the masks' names, shapes and dtypes (SparseMasks.check_state), each layer's recorded count
+        equal to its mask's count of active weights, the per-layer sums for these layers, the counters
+        integers, the generator state one this engine's generator accepts."""
+        if not isinstance(state, dict):
+            raise ValueError(f"the state is a {type(state).__name__}; allowed: a dict from SparseEngine.state_dict()")
+        self.masks.check_state(state)
+        missing = [key for key in ENGINE_STATE_KEYS if key not in state]
+        if missing:
+            raise ValueError(f"the state lacks {', '.join(missing)}; allowed: a state_dict() of a SparseEngine")
+        for key in ("counts", "active_sums", "dense_gradient_sums"):
+            given = state[key]
+            if not isinstance(given, dict) or set(given) != set(self.names):
+                shown = sorted(given) if isinstance(given, dict) else type(given).__name__
+                raise ValueError(f"the state's {key} are of layers {shown}; this engine has {self.names}")
+            for name, value in given.items():
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"the state's {key} of {name} is {value!r}; allowed: an integer >= 0")
+        actual = torch.stack([state["masks"][name].sum() for name in self.names]).tolist()  # one sync
+        for name, count in zip(self.names, actual):
+            if state["counts"][name] != count:
+                raise ValueError(f"the state records {state['counts'][name]} active weights for {name} but its mask "
+                                 f"holds {count}; allowed: a state whose counts match its masks")
+        for key in ENGINE_COUNTERS:
+            value, low = state[key], -1 if key == "last_update_step" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"the state's {key}={value!r} is invalid; allowed: an integer >= {low}")
+        try:  # on a generator of our device: ours is left as it is when the state does not fit
+            torch.Generator(self.generator.device).set_state(state["generator"])
+        except (TypeError, RuntimeError) as error:
+            raise ValueError(f"the state's generator state does not fit this engine's {self.generator.device} "
+                             f"generator ({str(error).splitlines()[0]})") from None
+
     def load_state_dict(self, state: dict) -> None:
+        """Resume from `state` (a state_dict()): all of it, or nothing (check_state raises ValueError first)."""
+        self.check_state(state)
         self.masks.load_state_dict(state)
         self.counts = [state["counts"][name] for name in self.names]
         self.densities = self._densities()

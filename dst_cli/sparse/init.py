@@ -21,18 +21,135 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from dst_cli.sparse.errors import SparseConfigError, check_choice, check_int, check_number
+from dst_cli.sparse.errors import SparseConfigError, check_int, check_number
 from dst_cli.sparse.masks import random_mask
+from dst_cli.sparse.registry import Registry, options_repr
 
-INIT_METHODS = ("random", "snip", "grasp", "synflow")
-INIT_OPTIONS = ("loss_fn", "batches", "iterations", "temperature")  # init_masks' keyword inputs
+INIT_INPUTS = ("loss_fn", "batches")  # what a scored init reads from the training setup (init_masks' inputs)
 
 Batch = tuple[Tensor, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
+class Init:
+    """An initial topology. Subclass, override `scores_masks`, register with @register_init("name"); options
+    are keyword arguments of __init__ (check them there, raising SparseConfigError(key="init.<opt>")).
+
+    `num_batches`: how many training batches the method reads (0: none; synflow reads only the first
+    batch's shape)."""
+
+    name: str = ""
+    num_batches: int = 0
+    needs_loss = False  # the scores need loss_fn (snip, grasp)
+
+    def masks(self, weights: dict[str, Tensor], counts: dict[str, int], *, generator: torch.Generator | None,
+              model: nn.Module | None, loss_fn: LossFn | None, batches: Iterable[Batch] | None) -> dict[str, Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} must define masks")
+
+    def __repr__(self) -> str:
+        return options_repr(self)
+
+
+INITS: Registry[Init] = Registry("init", Init)
+register_init = INITS.register  # class decorator: make a subclass available as init=NAME
+
+
+@register_init("random")
+class RandomInit(Init):
+    """Each layer's active weights drawn uniformly at random (one torch.rand per layer, in module order)."""
+
+    def masks(self, weights, counts, *, generator, model=None, loss_fn=None, batches=None):
+        if generator is None:
+            raise SparseConfigError("init", "init=random needs a generator")
+        return {name: random_mask(weight, counts[name], generator) for name, weight in weights.items()}
+
+
+class GlobalCutInit(Init):
+    """A scored init: every sparse layer's weights compete in one global cut of sum(counts) (see the module
+    docstring); layers whose count equals their size stay dense and do not compete."""
+
+    def masks(self, weights, counts, *, generator=None, model=None, loss_fn=None, batches=None):
+        needs = {"model": model, "batches": batches} | ({"loss_fn": loss_fn} if self.needs_loss else {})
+        missing = [name for name, value in needs.items() if value is None]
+        if missing:
+            raise SparseConfigError("init", f"init={self.name} needs {', '.join(missing)}; allowed: pass them "
+                                    "in init_options")
+        dense = {name for name, weight in weights.items() if counts[name] == weight.numel()}
+        sparse_weights = {name: weight for name, weight in weights.items() if name not in dense}
+        budget = sum(counts[name] for name in sparse_weights)
+        with eval_mode(model):
+            masks = self.sparse_masks(model, weights, sparse_weights, budget, loss_fn, batches)
+        return {name: masks[name] if name in masks else full_mask(weights[name]) for name in weights}
+
+    def sparse_masks(self, model, weights, sparse_weights, budget, loss_fn, batches) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+
+@register_init("snip")
+class SNIP(GlobalCutInit):
+    """SNIP (Lee et al., ICLR 2019): keep the weights with the largest |w * dL/dw| on the first training
+    batch(es).
+
+    num_batches: training batches scored (1 in the paper)
+    """
+
+    needs_loss = True
+
+    def __init__(self, num_batches: int = 1):
+        self.num_batches = check_int("init.num_batches", num_batches, 1)
+
+    def sparse_masks(self, model, weights, sparse_weights, budget, loss_fn, batches):
+        return keep_highest(checked_finite(self.name, snip_scores(model, sparse_weights, loss_fn, batches)), budget)
+
+
+@register_init("grasp")
+class GraSP(GlobalCutInit):
+    """GraSP (Wang et al., ICLR 2020): keep the weights whose removal least reduces the gradient flow.
+
+    num_batches: training batches scored
+    temperature: GraSP's T, which divides the logits (200 in its code)
+    """
+
+    needs_loss = True
+
+    def __init__(self, num_batches: int = 1, temperature: float = 200.0):
+        self.num_batches = check_int("init.num_batches", num_batches, 1)
+        self.temperature = check_number("init.temperature", temperature, 0.0, low_open=True)
+
+    def sparse_masks(self, model, weights, sparse_weights, budget, loss_fn, batches):
+        scores = grasp_scores(model, sparse_weights, loss_fn, batches, self.temperature)
+        return keep_highest(checked_finite(self.name, scores), budget)
+
+
+@register_init("synflow")
+class SynFlow(GlobalCutInit):
+    """SynFlow (Tanaka et al., NeurIPS 2020): iterative, data-free synaptic-flow scores; only the first
+    batch's input shape is read.
+
+    iterations: pruning rounds (100 in the paper)
+    """
+
+    num_batches = 1
+
+    def __init__(self, iterations: int = 100):
+        self.iterations = check_int("init.iterations", iterations, 1)
+
+    def sparse_masks(self, model, weights, sparse_weights, budget, loss_fn, batches):
+        first_inputs = next(iter(batches))[0]
+        return synflow_masks(model, weights, sparse_weights, budget, first_inputs, self.iterations)
+
+
+def init_names() -> list[str]:
+    return INITS.names()
+
+
+def make_init(init: "str | type[Init] | Init", **options) -> Init:
+    """An init from a registered name or a class (with its options), or an instance as it is."""
+    return INITS.make(init, options)
+
+
 def init_masks(
-    method: str,
+    init: "str | type[Init] | Init",
     weights: dict[str, Tensor],
     counts: dict[str, int],
     *,
@@ -40,8 +157,7 @@ def init_masks(
     model: nn.Module | None = None,
     loss_fn: LossFn | None = None,
     batches: Iterable[Batch] | None = None,
-    iterations: int = 100,
-    temperature: float = 200.0,
+    **options,
 ) -> dict[str, Tensor]:
     """Boolean masks (shape and memory format of each weight) with exactly sum(counts) active weights.
 
@@ -49,34 +165,11 @@ def init_masks(
     distribution. `random` needs `generator`; `snip` and `grasp` need `model`, `loss_fn` and `batches`
     (an iterable of (inputs, targets), used whole: one batch for classic SNIP); `synflow` needs `model` and
     `batches`, of which it reads only the shape and dtype of the first inputs (it is data-free).
-    `iterations`: SynFlow's pruning rounds (its paper uses 100); `temperature`: GraSP's T (200 in its code).
+    `options`: the init's own options (SynFlow's `iterations`, GraSP's `temperature`, ...).
     """
-    check_choice("init", method, INIT_METHODS)
+    method = make_init(init, **options)
     check_counts(weights, counts)
-    if method == "random":
-        if generator is None:
-            raise SparseConfigError("init", "init=random needs a generator")
-        return {name: random_mask(weight, counts[name], generator) for name, weight in weights.items()}
-    needs = {"model": model, "batches": batches} | ({} if method == "synflow" else {"loss_fn": loss_fn})
-    missing = [name for name, value in needs.items() if value is None]
-    if missing:
-        raise SparseConfigError("init", f"init={method} needs {', '.join(missing)}; allowed: pass them in init_options")
-    dense = {name for name, weight in weights.items() if counts[name] == weight.numel()}
-    sparse_weights = {name: weight for name, weight in weights.items() if name not in dense}
-    budget = sum(counts[name] for name in sparse_weights)
-    with eval_mode(model):
-        if method == "synflow":
-            first_inputs = next(iter(batches))[0]
-            check_int("init.iterations", iterations, 1)
-            masks = synflow_masks(model, weights, sparse_weights, budget, first_inputs, iterations)
-        else:
-            if method == "snip":
-                scores = snip_scores(model, sparse_weights, loss_fn, batches)
-            else:
-                check_number("init.temperature", temperature, 0.0, low_open=True)
-                scores = grasp_scores(model, sparse_weights, loss_fn, batches, temperature)
-            masks = keep_highest(checked_finite(method, scores), budget)
-    return {name: masks[name] if name in masks else full_mask(weights[name]) for name in weights}
+    return method.masks(weights, counts, generator=generator, model=model, loss_fn=loss_fn, batches=batches)
 
 
 def check_counts(weights: dict[str, Tensor], counts: dict[str, int]) -> None:

@@ -5,6 +5,8 @@ from torch import Tensor, nn
 
 from dst_cli.sparse.bits import count_bits, pack_bits, unpack_bits
 
+MASK_STATE_KEYS = ("masks", "explored", "active_steps", "counted_until", "epoch_start")
+
 
 def random_mask(weight: Tensor, count: int, generator: torch.Generator) -> Tensor:
     """Exactly `count` active weights at random; the mask has the weight's memory format (e.g. channels_last)."""
@@ -133,16 +135,45 @@ class SparseMasks:
             "epoch_start": dict(zip(self.names, self.epoch_start)),
         }
 
+    def check_state(self, state: dict) -> None:
+        """Raise ValueError (one line: what is wrong, what this engine holds) unless `state` is a state_dict of
+        masks of these layers: the keys, the layer names, each tensor's shape and dtype, the packed sizes."""
+        missing = [key for key in MASK_STATE_KEYS if key not in state]
+        if missing:
+            raise ValueError(f"the state lacks {', '.join(missing)}; allowed: a state_dict() of a SparseEngine")
+        names = state["masks"]
+        if not isinstance(names, dict) or list(names) != self.names:
+            shown = list(names) if isinstance(names, dict) else type(names).__name__
+            raise ValueError(f"the state holds masks of layers {shown}; this engine has {self.names}")
+        if (state["active_steps"] is None) != (self.active_steps is None):
+            given, needed = ("lacks", "needs") if state["active_steps"] is None else ("holds", "has no")
+            raise ValueError(f"the state {given} N counters (active_steps); this engine's acquisition {needed} "
+                             "such counters (needs_active_steps)")
+        held = {"masks": (self.masks, torch.bool), "explored": (self.explored, torch.uint8),
+                "epoch_start": (self.epoch_start, torch.uint8)}
+        if self.active_steps is not None:
+            held["active_steps"] = (self.active_steps, torch.int32)
+        for key, (tensors, dtype) in held.items():
+            given = state[key]
+            if not isinstance(given, dict) or set(given) != set(self.names):
+                shown = sorted(given) if isinstance(given, dict) else type(given).__name__
+                raise ValueError(f"the state's {key} are of layers {shown}; this engine has {self.names}")
+            for name, mine in zip(self.names, tensors):
+                tensor = given[name]
+                if not isinstance(tensor, Tensor) or tensor.shape != mine.shape or tensor.dtype != dtype:
+                    what = (f"a {tensor.dtype} tensor of shape {tuple(tensor.shape)}" if isinstance(tensor, Tensor)
+                            else type(tensor).__name__)
+                    raise ValueError(f"the state's {key} of {name} is {what}; allowed: a {dtype} tensor of shape "
+                                     f"{tuple(mine.shape)}")
+        counted = state["counted_until"]
+        if isinstance(counted, bool) or not isinstance(counted, int) or counted < 0:
+            raise ValueError(f"the state's counted_until={counted!r} is invalid; allowed: an integer >= 0")
+
     @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
-        if list(state["masks"]) != self.names:
-            raise ValueError(f"the state holds masks of layers {list(state['masks'])}; this engine has {self.names}")
-        if (state["active_steps"] is None) != (self.active_steps is None):
-            raise ValueError("the state's N counters do not match this engine's acquisition (needs_active_steps)")
+        """Make `state` (a state_dict) these masks: all of it, or nothing when check_state refuses it."""
+        self.check_state(state)
         for i, name in enumerate(self.names):
-            if state["masks"][name].shape != self.masks[i].shape:
-                raise ValueError(f"mask {name} has shape {tuple(state['masks'][name].shape)}; "
-                                 f"this engine's is {tuple(self.masks[i].shape)}")
             self.masks[i].copy_(state["masks"][name])
             self.explored[i].copy_(state["explored"][name])
             if self.active_steps is not None:

@@ -5,20 +5,31 @@ taken, whether it comes before the (t+1)-th optimizer step or right after the t-
 """
 import math
 from dataclasses import dataclass, fields, replace
+from typing import Literal, get_args
 
 from dst_cli.sparse.errors import SparseConfigError, check_bool, check_choice, check_int, check_number
 
-DECAYS = ("cosine", "linear", "constant")
-ROUNDINGS = ("round", "int", "ceil")
+Decay = Literal["cosine", "linear", "constant"]
+Rounding = Literal["round", "int", "ceil"]
+DECAYS, ROUNDINGS = get_args(Decay), get_args(Rounding)
 COUNT_TOLERANCE = 1e-6  # weights; float error of a count below 1e8 weights is far smaller
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class UpdateSchedule:
     """Mask updates every `update_interval` steps until `stop_fraction` of training, and how each one runs.
 
     The share of active weights replaced at an update decays from `drop_fraction` to `min_drop_fraction`
     over the updating part of training (`decay` cosine | linear | constant).
+
+    update_interval: optimizer steps between mask updates
+    drop_fraction: share of each layer's active weights replaced at the first update
+    decay: how the drop fraction decays over training (cosine | linear | constant)
+    min_drop_fraction: drop fraction at the end of the decay (at most drop_fraction)
+    stop_fraction: share of training after which the topology freezes
+    initial_density: gradual pruning (schedule=gradual): the density at the start; null: no gradual pruning
+    prune_start_fraction: gradual pruning: share of training where pruning starts
+    prune_end_fraction: gradual pruning: share of training where the final density is reached
 
     Fidelity switches (see the presets for the references' values):
       regrow_dropped: a weight dropped in this update may be regrown in it (keeping its value and optimizer
@@ -30,23 +41,28 @@ class UpdateSchedule:
       rounding: k = round | int | ceil of drop_fraction * active weights.
 
     Gradual pruning (GraNet, `schedule=gradual`): with `initial_density` set, the run starts at that density
-    and, at every update from prune_start_fraction of training on, first prunes the largest-|w| cut of the
-    sparse layers down to exactly int(N * gradual_density(step)) active weights (N: their size), reaching
-    the final density (1 - sparsity) at the first update from prune_end_fraction on; the drop-and-grow of
-    that update follows. None: the run starts at the final density.
+    and the masks do not change at all before prune_start_fraction of training: the first update is the
+    first one on the update grid at or after `prune_start_step` (GraNet core.py:344-346 gates pruning and
+    drop-and-grow alike). From there each update first prunes the largest-|w| cut of the sparse layers down
+    to exactly int(N * gradual_density(step)) active weights (N: their size; nothing at prune_start_step
+    itself, where the density is still the initial one), reaching the final density (1 - sparsity) at the
+    first update from prune_end_fraction on; the drop-and-grow of that update follows. After the window
+    the drop-and-grow goes on at the final density, as GraNet's truncate_weights does. When this equals
+    GraNet exactly: see `planned_active`. None: the run starts at the final density and updates from the
+    first interval on.
     """
 
     total_steps: int
     update_interval: int = 1000
     drop_fraction: float = 0.5
-    decay: str = "cosine"
-    min_drop_fraction: float = 0.0
+    decay: Decay = "cosine"
+    min_drop_fraction: float = 0.005
     stop_fraction: float = 1.0
     regrow_dropped: bool = True
     skip_optimizer_step_on_update: bool = False
     update_at_step0: bool = False
-    update_after_optimizer_step: bool = False
-    rounding: str = "round"
+    update_after_optimizer_step: bool = True
+    rounding: Rounding = "ceil"
     initial_density: float | None = None
     prune_start_fraction: float = 0.0
     prune_end_fraction: float = 1.0
@@ -80,6 +96,12 @@ class UpdateSchedule:
                 "or update_at_step0 (both need the update before the optimizer step); allowed: one or the other",
             )
 
+    def __repr__(self) -> str:
+        """The fields that differ from the defaults (the itop preset): eval() gives an equal schedule."""
+        changed = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                   if f.name == "total_steps" or getattr(self, f.name) != f.default]
+        return f"UpdateSchedule({', '.join(changed)})"
+
     @property
     def stop_step(self) -> int:
         return int(self.stop_fraction * self.total_steps)
@@ -97,7 +119,29 @@ class UpdateSchedule:
         update at `step`, int(prunable * gradual_density(step)) (GraNet core.py:391); None when this schedule
         does not prune gradually or `step` is not after the window's start (core.py:344, :378).
         The product is floored with a tolerance of COUNT_TOLERANCE weights: 1 - 0.9 is 0.09999999999999998 in
-        floating point, and a plain int() would end a run of 100 weights at 9 active ones instead of 10."""
+        floating point, and a plain int() would end a run of 100 weights at 9 active ones instead of 10.
+
+        Fidelity to VITA-Group/GraNet CIFAR/sparselearning/core.py (Masking.step :335-346, pruning :367-401),
+        with the same update_interval (GraNet's update_frequency) and the gradual preset's other fields.
+        GraNet updates at every multiple t of the interval with t >= init_prune_epoch's step (:344) and
+        computes its cubic in whole update intervals, from ini_iter = floor(start / interval) to final_iter =
+        floor(end / interval) (:369-372, plain int() of floats), pruning while ini_iter <= t / interval <=
+        final_iter - 1 (:378). Our updates run at the same steps (is_update_step; not one after the last
+        optimizer step, which would train nothing). Our planned counts equal GraNet's num_params_to_keep
+        (:391) at every update before `prune_end_step` when both `prune_start_step` and `prune_end_step` are
+        multiples of update_interval (else GraNet's cubic is anchored at the grid points below them, ours at
+        the exact steps), up to the float rounding of int() (GraNet: int(N * (1 - curr_prune_rate)); here
+        the tolerance above). Three differences remain:
+          * at the update at `prune_end_step` (on the grid) we prune to exactly the final density; GraNet
+            stops one update earlier, at final + (initial - final) / n**3 for n = (end - start) / interval
+            updates in the window (e.g. 0.05 + 0.45 / 43**3 = 0.0500057 for its CIFAR defaults), and stays
+            there;
+          * GraNet keeps |w| > the num_params_to_keep-th largest |w| (:393-399), one weight fewer than its
+            own count when no magnitudes tie; here exactly the planned count is kept (ties: earlier layer
+            and position pruned first);
+          * at an update at `prune_start_step` itself GraNet runs that cut too (decay 1: the initial
+            density, core.py:379-381), which with the strict > removes a weight; here it prunes nothing.
+        """
         if self.initial_density is None or step <= self.prune_start_step:
             return None
         density = gradual_density(step, initial_density=self.initial_density, final_density=final_density,
@@ -106,8 +150,12 @@ class UpdateSchedule:
 
     def is_update_step(self, step: int) -> bool:
         """An update at `step` optimizer steps taken: every interval, up to and including the stop step
-        (RigL TF sparse_optimizers_base.py:216-226), never after the last optimizer step of the run."""
+        (RigL TF sparse_optimizers_base.py:216-226), never after the last optimizer step of the run.
+        Gradual pruning: none before `prune_start_step` (GraNet core.py:344: `steps >= init_prune_epoch *
+        len(loader)` gates both pruning() and truncate_weights())."""
         if step % self.update_interval or (step == 0 and not self.update_at_step0):
+            return False
+        if self.initial_density is not None and step < self.prune_start_step:
             return False
         return step <= self.stop_step and step < self.total_steps
 
@@ -132,8 +180,10 @@ class UpdateSchedule:
         return min(k, active)
 
     def update_steps(self) -> range:
-        """Every step at which an update runs, in order."""
+        """Every step at which an update runs, in order (the steps where is_update_step is True)."""
         first = 0 if self.update_at_step0 else self.update_interval
+        if self.initial_density is not None:  # the first multiple of the interval at or after the window's start
+            first = max(first, -(-self.prune_start_step // self.update_interval) * self.update_interval)
         last = min(self.stop_step, self.total_steps - 1)
         return range(first, last + 1, self.update_interval)
 
@@ -146,9 +196,10 @@ def gradual_density(
     d(t) = final + (initial - final) * (1 - (t - start) / (end - start)) ** 3, initial before start, final
     from end on. VITA-Group/GraNet CIFAR/sparselearning/core.py:367-381 (prune_decay = (1 - (iter - ini) /
     total) ** 3 in units of update iterations; curr_prune_rate = (1 - init) + (init - final) * (1 - decay));
-    equal to this at update steps when start is a multiple of the update interval. GraNet prunes while
-    iter <= final_iter - 1 (:378), so it stops a hair above the final density; here the first update from
-    `end_step` on reaches it exactly.
+    equal to this at update steps when start and end are multiples of the update interval (GraNet floors
+    both to the update grid, :370-371). GraNet prunes while iter <= final_iter - 1 (:378), so it stops a
+    hair above the final density; here the first update from `end_step` on reaches it exactly (the full
+    list of differences: UpdateSchedule.planned_active).
     """
     check_number("schedule.final_density", final_density, 0.0, 1.0, low_open=True)
     check_number("schedule.initial_density", initial_density, final_density, 1.0)
@@ -164,6 +215,7 @@ def gradual_density(
 
 SCHEDULE_OPTIONS = tuple(f.name for f in fields(UpdateSchedule) if f.name != "total_steps")
 
+# Each preset names the fields it sets differently from UpdateSchedule's defaults (the itop values).
 SCHEDULE_PRESETS: dict[str, dict] = {
     # RigL's TF code (google-research/rigl): masks updated every 100 steps from step 0
     # (last_mask_update_step starts at -frequency: sparse_optimizers_base.py:164-171) to end_step
@@ -173,9 +225,9 @@ SCHEDULE_PRESETS: dict[str, dict] = {
     # apply_gradients: cond(is_mask_update_iter, mask_update_op, apply_gradient_op), :487-521);
     # k = int(n_ones * drop_fraction) (:287-289); the grow candidates are all weights not kept after the drop,
     # so just-dropped weights can be regrown (:305-310) and keep their value and momentum (:331-337).
-    "rigl": dict(update_interval=100, drop_fraction=0.3, decay="cosine", min_drop_fraction=0.0,
-                 stop_fraction=0.75, regrow_dropped=True, skip_optimizer_step_on_update=True,
-                 update_at_step0=True, update_after_optimizer_step=False, rounding="int"),
+    "rigl": dict(update_interval=100, drop_fraction=0.3, min_drop_fraction=0.0, stop_fraction=0.75,
+                 skip_optimizer_step_on_update=True, update_at_step0=True, update_after_optimizer_step=False,
+                 rounding="int"),
     # ITOP / sparselearning (Shiweiliuiiiiiii/In-Time-Over-Parameterization, sparselearning/core.py):
     # Masking.step() = optimizer.step(); apply_mask(); decay.step(); steps += 1; then, every
     # update_frequency steps, truncate_weights() (:212-223), on the gradient of the current batch;
@@ -184,9 +236,8 @@ SCHEDULE_PRESETS: dict[str, dict] = {
     # GraNet CIFAR recipes (the ITOP README's commands use 1500-4000: override update_interval);
     # num_remove = ceil(death_rate * nonzeros) (:391); growth picks among new_mask == 0, which includes the
     # weights just dropped (:344-366, :477-485), and those keep their value and momentum.
-    "itop": dict(update_interval=1000, drop_fraction=0.5, decay="cosine", min_drop_fraction=0.005,
-                 stop_fraction=1.0, regrow_dropped=True, skip_optimizer_step_on_update=False,
-                 update_at_step0=False, update_after_optimizer_step=True, rounding="ceil"),
+    # (UpdateSchedule's defaults are this preset's values)
+    "itop": dict(),
     # GraNet (VITA-Group/GraNet, CIFAR/sparselearning/core.py): ITOP's Masking with gradual pruning in front.
     # Masking.step() = optimizer.step(); apply_mask() (which also zeroes the momentum of masked weights,
     # :528-535); then every update_frequency steps from init_prune_epoch on: pruning(step), the global
@@ -197,10 +248,8 @@ SCHEDULE_PRESETS: dict[str, dict] = {
     # --init-prune-epoch 0, --final-prune-epoch 110 of the README's 160 epochs (core.py:19-23, README
     # "GraNet (s_i = 0.5)"): the window is [0, 0.6875] of training; update every 1000 steps (README).
     # Growth by |gradient| is acq=rigl.
-    "gradual": dict(update_interval=1000, drop_fraction=0.5, decay="cosine", min_drop_fraction=0.005,
-                    stop_fraction=1.0, regrow_dropped=True, skip_optimizer_step_on_update=False,
-                    update_at_step0=False, update_after_optimizer_step=True, rounding="ceil",
-                    initial_density=0.5, prune_start_fraction=0.0, prune_end_fraction=110 / 160),
+    # Everything else as itop.
+    "gradual": dict(initial_density=0.5, prune_start_fraction=0.0, prune_end_fraction=110 / 160),
 }
 
 

@@ -1,6 +1,7 @@
 """sparsify() on user models: exact counts, custom prunable, resume equals uninterrupted, argument checks, DDP."""
 import io
 import math
+import os
 from datetime import timedelta
 
 import pytest
@@ -173,7 +174,29 @@ def test_an_optimizer_without_the_prunable_weights_is_refused():
 
 # ----- DDP: a 2-process gloo group on CPU -----
 
+def gloo_threads() -> list[str]:
+    """The names of this process's gloo threads (Linux: /proc/self/task/*/comm; elsewhere none are seen)."""
+    tasks = "/proc/self/task"
+    if not os.path.isdir(tasks):
+        return []
+    names = []
+    for task in os.listdir(tasks):
+        try:
+            with open(f"{tasks}/{task}/comm") as comm:
+                names.append(comm.read().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return sorted(name for name in names if "gloo" in name)
+
+
 def ddp_worker(rank: int, init_file: str, mode: str, diverge: bool, results: str) -> None:
+    # Imported before the group exists: torch.distributed.nn.functional's collectives take group=group.WORLD
+    # as a default argument, evaluated at import. Imported after init_process_group (the first optimizer
+    # imports it through torch._dynamo), it holds the default group for good, destroy_process_group cannot
+    # free it, and the gloo threads run on into interpreter shutdown, where freeing the group's last work
+    # needs the GIL: std::terminate ("terminate called without an active exception"), SIGABRT (18 of 60
+    # exits in a stress run on torch 2.14; none with this import first). run_ddp checks the threads are gone.
+    import torch.distributed.nn  # noqa: F401
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
                             timeout=timedelta(seconds=60))
     torch.set_num_threads(1)
@@ -200,12 +223,17 @@ def ddp_worker(rank: int, init_file: str, mode: str, diverge: bool, results: str
                 "counts": engine.counts, "weights": list(model.state_dict().values()), "momentum": momentum,
                 "explored": engine.masks.explored}, f"{results}.{rank}")
     dist.destroy_process_group()
+    with open(f"{results}.{rank}.threads", "w") as file:  # the group is gone: its threads are joined
+        file.write(" ".join(gloo_threads()))
 
 
 def run_ddp(tmp_path, mode, diverge):
     tmp_path.mkdir(exist_ok=True)
     results = str(tmp_path / "result")
     mp.spawn(ddp_worker, args=(str(tmp_path / "init"), mode, diverge, results), nprocs=2)
+    for rank in range(2):
+        with open(f"{results}.{rank}.threads") as file:
+            assert file.read() == "", f"rank {rank}: gloo threads outlived destroy_process_group"
     return [torch.load(f"{results}.{rank}", weights_only=True) for rank in range(2)]
 
 
@@ -228,3 +256,21 @@ def test_ddp_broadcast_makes_rank0s_masks_everyones(tmp_path):
     # and rank 0's weights, optimizer state and explored flags: the models stay one model
     for key in ("weights", "momentum", "explored"):
         assert all(torch.equal(a, b) for a, b in zip(ranks[0][key], ranks[1][key])), key
+
+
+def test_masks_are_read_by_name_as_copies_and_the_engine_describes_itself():
+    model = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 5))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    engine = sparsify(model, optimizer, sparsity=0.8, total_steps=100, acq="ee", update_interval=10)
+    masks = engine.masks_by_name()
+    assert list(masks) == ["0.weight", "2.weight"] and sum(int(m.sum()) for m in masks.values()) == 60
+    assert torch.equal(engine.mask("2.weight"), masks["2.weight"]) and masks["2.weight"].shape == (5, 20)
+    masks["0.weight"].fill_(True)  # a copy: the engine's own mask is untouched
+    assert int(engine.mask("0.weight").sum()) == engine.counts[0]
+    with pytest.raises(KeyError, match="'1.weight' is not a sparse layer; the sparse layers: 0.weight, 2.weight"):
+        engine.mask("1.weight")
+    assert repr(engine) == ("SparseEngine(2 layers, 60/300 weights active (20.00%), distribution=erk, "
+                            "acq=ee(c=0.0003, eps=1.0, bonus='log'), init=random(), "
+                            "schedule=UpdateSchedule(total_steps=100, update_interval=10), step 0, 0 updates)")
+    assert engine.summary() == "density 20.00%, explored 20.00%, turnover 0.00%, 0 updates in 0 steps"
+    assert engine.stats(per_layer=False) == {"density": 0.2, "explored": 0.2, "turnover": 0.0}

@@ -9,8 +9,11 @@ from dst_cli.sparse import (
     Acquisition, ScoreContext, SparseConfigError, acquisition_names, init_masks, make_acquisition, prunable_weights,
     sparsify, training_flops_ratio,
 )
-from dst_cli.sparse.acquisition import DSR, SNFS, apportion, momentum
-from dst_cli.sparse.schedule import gradual_density
+from dst_cli.sparse.acquisition import (
+    DSR, SNFS, apportion, apportion_overflow_equally, momentum, overflow_equally_quotas,
+)
+from dst_cli.sparse.engine import SparseEngine
+from dst_cli.sparse.schedule import UpdateSchedule, gradual_density
 
 
 def context(name, weight, mask, grad=None, state=None):
@@ -102,6 +105,90 @@ def test_snfs_regrowth_respects_layer_room():
     b = context("b", [0.0] * 6, [True] * 3 + [False] * 3, state={"momentum_buffer": torch.ones(6)})
     counts = SNFS().regrowth_counts({"a": 5, "b": 1}, {"a": a, "b": b}, {"a": 10, "b": 4})
     assert counts == {"a": 2, "b": 4}
+
+
+def momentum_context(name, numel, active, value):
+    """A layer of `numel` weights, the first `active` of them active, every momentum equal to `value`."""
+    mask = [True] * active + [False] * (numel - active)
+    return context(name, [0.5] * active + [0.0] * (numel - active), mask,
+                   state={"momentum_buffer": torch.full((numel,), float(value))})
+
+
+def test_snfs_spreads_a_layers_overflow_equally_over_the_other_layers():
+    # mean |momentum| 6, 3, 1 -> shares 0.6, 0.3, 0.1 of the 10 regrown: quotas 6, 3, 1. a has room for 2:
+    # its excess 4 goes to the others in equal parts (sparse_learning core.py:484-493, ITOP ImageNet/core.py
+    # :573-582: residual / layers added to every layer, pass after pass): b 3 + 2 = 5, c 1 + 2 = 3.
+    # (a split by momentum would give b 6, c 2.)
+    contexts = {"a": momentum_context("a", 20, 10, 6.0), "b": momentum_context("b", 20, 10, 3.0),
+                "c": momentum_context("c", 20, 10, 1.0)}
+    assert SNFS().regrowth_counts({"a": 4, "b": 3, "c": 3}, contexts, {"a": 2, "b": 20, "c": 20}) == \
+        {"a": 2, "b": 5, "c": 3}
+    # b fills up on the way (room 4, it takes 1 of the equal increments): the rest goes to c, 1 + 3 = 4
+    assert SNFS().regrowth_counts({"a": 4, "b": 3, "c": 3}, contexts, {"a": 2, "b": 4, "c": 20}) == \
+        {"a": 2, "b": 4, "c": 4}
+
+
+def reference_residual_loop(total, shares, room):
+    """sparse_learning core.py:471-494 re-written with real quotas (no ceil) and the whole free room as the cap
+    (not 99%), run until the residual vanishes: what apportion_overflow_equally computes in closed form."""
+    norm = sum(shares.values())
+    regrowth, residual, mean_residual = {}, 1.0, 0.0
+    while residual > 1e-12:
+        residual = 0.0
+        for name in shares:
+            value = regrowth.get(name, total * shares[name] / norm) + mean_residual
+            regrowth[name] = min(value, room[name])
+            residual += value - regrowth[name]
+        mean_residual = residual / len(regrowth)
+    return regrowth
+
+
+def test_snfs_overflow_split_is_the_limit_of_the_references_residual_loop():
+    rng = random.Random(1)
+    for _ in range(300):
+        names = [f"l{i}" for i in range(rng.randint(2, 6))]
+        room = {n: rng.randint(0, 40) for n in names}
+        total = rng.randint(0, sum(room.values()) - 1)
+        shares = {n: rng.random() + 1e-3 for n in names}
+        quotas = overflow_equally_quotas(total, shares, room)
+        expected = reference_residual_loop(total, shares, room)
+        assert all(quotas[n] == pytest.approx(expected[n], abs=1e-6) for n in names), (total, shares, room)
+        counts = apportion_overflow_equally(total, shares, room)
+        assert sum(counts.values()) == total and all(0 <= counts[n] <= room[n] for n in names)
+        assert all(abs(counts[n] - quotas[n]) < 1 for n in names)
+
+
+def test_snfs_a_dense_growing_layer_drops_at_most_its_sparsity():
+    # adjust_prune_rate (sparse_learning core.py:359-375, ITOP ImageNet/core.py:436-452): a layer < 20% sparse
+    # whose momentum share exceeds 1 / layers prunes at min(sparsity, rate): ceil(rate * active) -> ceil(sparsity
+    # * active). a: 95 of 100 active (sparsity 0.05), share 0.6 > 1/2: ceil(0.05 * 95) = ceil(4.75) = 5 instead
+    # of the planned ceil(0.5 * 95) = 48; b (80% sparse) keeps its plan; a fully dense growing layer drops 0.
+    a, b = momentum_context("a", 100, 95, 0.6), momentum_context("b", 100, 20, 0.4)
+    assert SNFS().drop_counts({"a": 48, "b": 10}, {"a": a, "b": b}) == {"a": 5, "b": 10}
+    dense = momentum_context("a", 100, 100, 0.6)
+    assert SNFS().drop_counts({"a": 50, "b": 10}, {"a": dense, "b": b}) == {"a": 0, "b": 10}
+    # not growing (share 0.4 < 1/2), or growing but 20% sparse or more: the plan stands
+    assert SNFS().drop_counts({"a": 48, "b": 10}, {"a": momentum_context("a", 100, 95, 0.4),
+                                                   "b": momentum_context("b", 100, 20, 0.6)}) == {"a": 48, "b": 10}
+    assert SNFS().drop_counts({"a": 40, "b": 10}, {"a": momentum_context("a", 100, 80, 0.6), "b": b}) == \
+        {"a": 40, "b": 10}
+
+
+def test_snfs_dense_layer_rule_through_the_engine():
+    # the case above in a two-layer model, one update at step 10 with drop fraction 0.5 (ceil):
+    # a drops 5 (not 48), b drops ceil(0.5 * 20) = 10: 15 regrown by share 0.6 : 0.4 -> 9 and 6 (a has room
+    # 5 free + 5 dropped = 10). Counts: a 95 - 5 + 9 = 99, b 20 - 10 + 6 = 16 (the plan of 48 + 10 would
+    # give a 82, b 33).
+    model = nn.Sequential(nn.Linear(10, 10, bias=False), nn.Linear(10, 10, bias=False))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    weights = dict(prunable_weights(model))
+    masks = {"0.weight": torch.arange(100).view(10, 10) < 95, "1.weight": torch.arange(100).view(10, 10) < 20}
+    schedule = UpdateSchedule(total_steps=100, update_interval=10, decay="constant")
+    engine = SparseEngine(weights, optimizer, masks, schedule, SNFS(), torch.Generator().manual_seed(0))
+    for weight, value in zip(weights.values(), (0.6, 0.4)):
+        optimizer.state[weight]["momentum_buffer"] = torch.full_like(weight, value)
+    engine.update(10)
+    assert engine.counts == [99, 16] == [int(m.sum()) for m in engine.masks.masks]
 
 
 # ----- DSR -----
@@ -352,7 +439,7 @@ def test_snip_init_with_static_keeps_the_scored_mask_and_takes_counts_from_it():
 @pytest.mark.parametrize(("arguments", "key", "message"), [
     ({"init": "magic"}, "init", "init=magic is invalid; allowed: random | snip | grasp | synflow"),
     ({"init": "snip"}, "init", "init=snip needs batches, loss_fn; allowed: pass them in init_options"),
-    ({"init": "snip", "init_options": {"lr": 1}}, "init.lr", "init.lr is not an init option; allowed: loss_fn"),
+    ({"init": "snip", "init_options": {"lr": 1}}, "init.lr", "init.lr is not an option of init=snip; allowed: num_batches"),
     ({"init": "snip", "init_options": [1]}, "init_options", "init_options=[1] is invalid"),
 ])
 def test_bad_init_arguments_name_themselves(arguments, key, message):

@@ -8,7 +8,7 @@ from dst_cli.sparse import SCHEDULE_PRESETS, SparseConfigError, UpdateSchedule, 
 
 def schedule(**overrides):
     options = dict(update_interval=100, drop_fraction=0.3, decay="cosine", stop_fraction=0.75,
-                   min_drop_fraction=0.0, total_steps=1000)
+                   min_drop_fraction=0.0, update_after_optimizer_step=False, rounding="round", total_steps=1000)
     return UpdateSchedule(**{**options, **overrides})
 
 
@@ -165,3 +165,21 @@ def test_gradual_preset_is_itop_with_granets_pruning_window():
     assert late.planned_active(200, 1000, 0.1) is None
     assert late.planned_active(400, 1000, 0.1) == int(1000 * (0.1 + 0.4 * 0.5**3)) == 150
     assert late.planned_active(600, 1000, 0.1) == late.planned_active(900, 1000, 0.1) == 100
+
+
+def test_gradual_updates_wait_for_the_pruning_window():
+    # GraNet core.py:344: no pruning and no drop-and-grow before init_prune_epoch's step. Window [0.2, 0.6] of
+    # 1000 steps = [200, 600]; updates every 100 from the first multiple of 100 at or after 200.
+    late = schedule_preset("gradual", 1000, prune_start_fraction=0.2, prune_end_fraction=0.6, update_interval=100)
+    assert [t for t in range(0, 1001) if late.is_update_step(t)] == list(late.update_steps()) == \
+        [200, 300, 400, 500, 600, 700, 800, 900]
+    # a start off the grid (250): the first update is at 300
+    off_grid = schedule_preset("gradual", 1000, prune_start_fraction=0.25, prune_end_fraction=0.6,
+                               update_interval=100)
+    assert [t for t in range(0, 1001) if off_grid.is_update_step(t)] == list(off_grid.update_steps()) == \
+        [300, 400, 500, 600, 700, 800, 900]
+    # update_at_step0 does not open the window early; without gradual pruning nothing waits
+    early = schedule_preset("gradual", 1000, prune_start_fraction=0.2, prune_end_fraction=0.6, update_interval=100,
+                            update_after_optimizer_step=False, update_at_step0=True)
+    assert list(early.update_steps())[:2] == [200, 300] and not early.is_update_step(0)
+    assert list(schedule_preset("itop", 1000, prune_start_fraction=0.2, update_interval=100).update_steps())[0] == 100
