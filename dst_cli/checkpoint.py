@@ -8,8 +8,9 @@ import torch
 from dst_cli.errors import UserError
 from dst_cli.rundir import RunDir, write_atomic
 
-VERSION = 1
-REQUIRED_KEYS = ("version", "model", "optimizer", "sparse", "step", "epoch", "config")
+VERSION = 2  # 2: the config is the resolved recipe (dst_cli.build.resolved_recipe); the metrics rows
+REQUIRED_KEYS = ("version", "model", "optimizer", "sparse", "step", "epoch", "epoch_totals", "best", "wall_time_s",
+                 "rng", "metrics", "config")
 
 
 class NonFiniteState(Exception):
@@ -48,7 +49,8 @@ def check_finite(state: dict, path: Path) -> None:
     bad = non_finite_keys(state)
     if bad:
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-        raise NonFiniteState(f"{bad[0]}{more} not finite; kept the previous {path.name}")
+        kept = f"kept the previous {path.name}" if path.exists() else f"no {path.name} written (there is no earlier one)"
+        raise NonFiniteState(f"{bad[0]}{more} not finite; {kept}")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -156,7 +156,7 @@ def print_summary(summary: dict) -> None:
     table.add_column(style="bold")
     table.add_column(justify="right")
     rows = [
-        ("setup", f"{summary['model']} / {summary['dataset']} / acq={summary['acq']} / sparsity={summary['sparsity']:g}"),
+        ("setup", f"{summary['model']} / {summary['dataset']} / {summary['method']} / sparsity={summary['sparsity']:g}"),
         (f"best test acc (by {summary['best_metric']}, epoch {summary['best_epoch']})", percent(summary["best_test_acc"])),
         ("final test acc", percent(summary["final_test_acc"])),
         ("density (measured)", percent(summary["density"])),

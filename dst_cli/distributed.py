@@ -55,6 +55,11 @@ def start(device: torch.device) -> Context:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
+        # Imported before the group exists: torch.distributed.nn.functional binds group.WORLD as a default
+        # argument when first imported (by torch._dynamo, with the first optimizer); imported after, it keeps
+        # the group alive past destroy_process_group and gloo's threads abort the exit now and then.
+        import torch.distributed.nn  # noqa: F401
+
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Context(dist.get_rank(), dist.get_world_size(), device)
 

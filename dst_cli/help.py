@@ -1,12 +1,12 @@
-"""`dst-train --help` and `--version`, without importing torch (the help is printed in well under 2 s).
+"""`dst-train --help` and `--version`.
 
-Every key's default, allowed values and meaning come from the schema (dst_cli.config.describe_keys); the
-defaults that the group files set, and the groups' choices, from composing conf/train.yaml as dst-train
-does. Plug-in nodes (model, dataset, acq) have no schema: their keys are read from the default choice's
-file, with its inline comments as their meaning.
+Every key's default, allowed values and meaning come from the schema (dst_cli.schema) and the callables
+the groups' options name (their signatures, annotations and docstrings); the groups and their options from
+the Hydra config loader (built-ins and any option a user's searchpath adds), the defaults from composing
+conf/train.yaml as dst-train does.
 """
 import importlib.metadata
-import importlib.resources
+import inspect
 import re
 import textwrap
 
@@ -23,23 +23,14 @@ ones, chosen by the acquisition function (acq): DST-EE (gradient + exploration b
 static. Each run writes train.log, metrics.jsonl, summary.json and checkpoints into its own directory
 (outputs/runs/<date>_<time>/). Options are Hydra overrides: KEY=VALUE, GROUP=CHOICE."""
 
-# Groups whose choice is not described by one schema key (model, dataset, acq and optim are).
-GROUP_MEANINGS = {
-    "experiment": "a preset setting many keys at once (its file's header gives its source)",
-    "schedule": "when and how much the topology changes: a preset of the schedule.* keys",
-    "logger": "where metrics go besides metrics.jsonl",
-    "method": "a method of the paper table (acq, init and schedule at once): +method=NAME",
-    "sparsity_level": "a sparsity column of the paper table: +sparsity_level=NAME",
-}
-
 RECIPES = [
     ("dst-train experiment=quickstart",
-     "small CNN on the offline digits, 30 epochs (~15 s on 2 CPU cores)"),
+     "small CNN on the offline digits, 30 epochs (~20 s on 2 CPU cores)"),
     ("dst-train model=vgg19 dataset=synthetic trainer.epochs=1",
      "one epoch of VGG-19 on generated CIFAR-shaped data (minutes on a CPU)"),
-    ("dst-train -m experiment=quickstart acq=ee,rigl,set sparsity=0.9,0.95 seed=0,1,2",
+    ("dst-train -m experiment=quickstart method=ee,rigl,set sparsity=0.9,0.95 seed=0,1,2",
      "a sweep: one run per combination in outputs/multiruns/<date>_<time>/<job>/, then report.md, "
-     "summary.csv and plots in the sweep dir"),
+     "summary.csv and plots in the sweep dir (every job is checked before the first starts)"),
     ("dst-train experiment=quickstart hydra.run.dir=outputs/runs/mine",
      "a named run dir; the same command again resumes from its checkpoints/last.pt"),
     ("dst-report outputs/multiruns/DIR [more dirs] [--out DIR]",
@@ -50,16 +41,15 @@ RECIPES = [
     ("dst-train -m hydra/launcher=joblib hydra.launcher.n_jobs=2 experiment=quickstart seed=0,1,2,3",
      "a sweep on local processes side by side (the launchers extra)"),
     ("dst-train -m hydra/launcher=slurm hydra.launcher.partition=gpu hydra.sweep.dir=outputs/multiruns/grid "
-     "experiment=vgg19_cifar10 acq=ee,rigl seed=0,1,2",
+     "experiment=vgg19_cifar10 method=ee,rigl seed=0,1,2",
      "a SLURM sweep via submitit; jobs requeue and resume on their time limit"),
-    ("dst-train model._target_=my_pkg.models.Net +model.hidden=64",
+    ("dst-train optim._target_=torch.optim.Adam optim.lr=1e-3 lr_schedule=cosine",
+     "any torch optimizer; its arguments come from its signature"),
+    ("dst-train model._target_=my_pkg.models.Net model.hidden=64",
      "your own model: any nn.Module class or factory (num_classes, input_shape passed if accepted)"),
-    ("dst-train dataset._target_=my_pkg.data.make +dataset.size=1000",
-     "your own data: a callable returning (train, test) or (train, val, test) datasets"),
-    ("dst-train acq._target_=my_pkg.acq.MyAcq +acq.alpha=0.5",
-     "your own acquisition function: a subclass of dst_cli.sparse.Acquisition"),
-    ("dst-train [OVERRIDES] --cfg job", "print the composed config and exit (Hydra)"),
-    ("dst-train --hydra-help", "Hydra's own flags"),
+    ("dst-train hydra.searchpath=[pkg://my_pkg.conf] acq=grad_momentum",
+     "your own group options (here my_pkg/conf/acq/grad_momentum.yaml with its _target_)"),
+    ("dst-train [OVERRIDES] --cfg job", "print the composed config and exit"),
 ]
 
 
@@ -78,118 +68,133 @@ def version() -> str:
     return importlib.metadata.version("dst-cli")
 
 
-def group_options(group: str) -> list[str] | None:
-    """The options of config group `group` (e.g. "model", "hydra/launcher"), or None if there is no such group."""
-    folder = importlib.resources.files("dst_cli.conf").joinpath(group)
-    if not folder.is_dir():
-        return None
-    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
-
-
-def config_groups() -> list[str]:
-    """The groups a user picks from (hydra's own, under hydra/, excepted)."""
-    folder = importlib.resources.files("dst_cli.conf")
-    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and group_options(entry.name)
-                  and entry.name != "hydra")
-
-
-def default_config():
-    """conf/train.yaml composed with no overrides, with Hydra's node (for the chosen group options)."""
-    import dst_cli.config  # noqa: F401  (registers the schema the conf files extend)
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module("dst_cli.conf", version_base="1.3"):
-        return compose("train", return_hydra_config=True)
-
-
 def entry(name: str, *paragraphs: str) -> list[str]:
     """`name` in the key column, each paragraph wrapped beside it (the first below it if the name is too long)."""
     indent = " " * (KEY_COLUMN + 2)
     lines = [line.replace(UNBROKEN_SPACE, " ") for paragraph in paragraphs if paragraph
-             for line in textwrap.wrap(paragraph, WIDTH, initial_indent=indent, subsequent_indent=indent)]
+             for line in textwrap.wrap(paragraph, WIDTH, initial_indent=indent, subsequent_indent=indent,
+                                       break_on_hyphens=False)]
     if lines and len(name) <= KEY_COLUMN - 2:
         return [f"  {name.ljust(KEY_COLUMN)}{lines[0][KEY_COLUMN + 2:]}", *lines[1:]]
     return [f"  {name}", *lines]
 
 
+def allowed_text(allowed: str) -> str:
+    return f"[{allowed.replace(' ', UNBROKEN_SPACE)}]"
+
+
 def schema_rows(cfg) -> list[tuple[str, str]]:
-    """(key=default, meaning [allowed]) of every schema key; optim's keys are those of every optimizer,
-    a key that only some have says which."""
+    """(key=default, meaning [allowed]) of every schema key (the sparse options and trainer.*)."""
     from omegaconf import OmegaConf
 
-    from dst_cli.config import OPTIM_SCHEMAS, PLUGIN_GROUPS, TrainConfig, describe_keys, shown
+    from dst_cli.checks import shown
+    from dst_cli.schema import describe_keys
 
-    described = [row for row in describe_keys(TrainConfig) if row[0] not in (*PLUGIN_GROUPS, "optim")]
-    owners: dict[str, list[str]] = {}
-    for name, schema in OPTIM_SCHEMAS.items():
-        for row in describe_keys(schema, "optim."):
-            if row[0] not in owners:
-                described.append(row)
-            owners.setdefault(row[0], []).append(name)
     rows = []
-    for key, allowed, meaning, _ in described:
-        only = owners.get(key, OPTIM_SCHEMAS)
-        if len(only) < len(OPTIM_SCHEMAS):
-            meaning += f" (optim={', '.join(only)} only)"
+    for key, allowed, meaning, _ in describe_keys():
         value = OmegaConf.select(cfg, key, default=ABSENT)
-        allowed = allowed.replace(" ", UNBROKEN_SPACE)
-        rows.append((key if value is ABSENT else f"{key}={shown(value)}", f"{meaning} [{allowed}]"))
+        rows.append((key if value is ABSENT else f"{key}={shown(value)}", f"{meaning} {allowed_text(allowed)}"))
     return rows
 
 
-def plugin_rows(cfg, group: str) -> list[tuple[str, str]]:
-    """(key=default, inline comment) of the keys of `group`'s default choice (its own arguments)."""
-    from dst_cli.config import shown
-
-    choice = cfg.hydra.runtime.choices[group]
-    text = importlib.resources.files("dst_cli.conf").joinpath(group, f"{choice}.yaml").read_text()
-    comments = dict(re.findall(r"^(\w+):[^#\n]*#\s*(.*)$", text, flags=re.MULTILINE))
-    return [(f"{group}.{key}={shown(cfg[group][key])}", comments.get(key, ""))
-            for key in cfg[group] if key != "name"]
+def documented(target) -> list[str]:
+    """The docstrings of a callable (a partial: of its function; a class: its own and its __init__'s)."""
+    target = getattr(target, "func", target)
+    if not inspect.isclass(target):
+        return [inspect.getdoc(target) or ""]
+    return [inspect.getdoc(klass) or "" for klass in target.__mro__ if klass is not object] + [
+        inspect.getdoc(target.__init__) or ""]
 
 
-def group_rows(cfg) -> list[tuple[str, str, str]]:
-    """(group, meaning, choices with the default marked *) of every config group."""
-    from dst_cli.config import TrainConfig, describe_keys, schema_fields
+def argument_help(target, name: str) -> str:
+    """What the callable's docstring says of argument `name`: its "name: text" or "name (type): text" line
+    and the more indented lines that continue it."""
+    pattern = re.compile(rf"^(\s*){re.escape(name)}(?:\s*\([^)]*\))?:\s+(.+)$")
+    for document in documented(target):
+        lines = document.splitlines()
+        for number, line in enumerate(lines):
+            found = pattern.match(line)
+            if found:
+                indent, text = len(found.group(1)), [found.group(2)]
+                for more in lines[number + 1:]:
+                    if not more.strip() or len(more) - len(more.lstrip()) <= indent:
+                        break
+                    text.append(more.strip())
+                return " ".join(text).split(". ")[0].removesuffix(".")  # the first sentence
+    return ""
 
-    nodes = {name: spec.metadata["help"] for name, spec in schema_fields(TrainConfig).items()}  # init, schedule, ...
-    meanings = nodes | {key: meaning for key, _, meaning, _ in describe_keys(TrainConfig)} | GROUP_MEANINGS
+
+def first_paragraph(target) -> str:
+    return " ".join(documented(target)[0].split("\n\n")[0].split())
+
+
+def group_rows(hydra, cfg) -> list[tuple[str, str, str]]:
+    """(group, meaning, options with the default marked *) of every config group."""
+    from dst_cli.compose import config_groups
+    from dst_cli.schema import GROUP_HELP
+
     rows = []
-    for group in config_groups():
+    for group in config_groups(hydra):
         default = cfg.hydra.runtime.choices.get(group)
-        choices = " ".join(f"{choice}*" if choice == default else choice for choice in group_options(group))
-        rows.append((group, meanings.get(group, f"presets in conf/{group}/"), choices))
-    launchers = " ".join(["basic*", "joblib", *group_options("hydra/launcher")])
+        options = hydra.config_loader.get_group_options(group)
+        choices = " ".join(f"{option}*" if option == default else option for option in options)
+        rows.append((group, GROUP_HELP.get(group, f"presets of {group}"), choices))
+    default = cfg.hydra.runtime.choices.get("hydra/launcher")
+    launchers = " ".join(f"{option}*" if option == default else option
+                         for option in hydra.config_loader.get_group_options("hydra/launcher"))
     rows.append(("hydra/launcher", "how a sweep (-m) runs its jobs", launchers))
     return rows
 
 
-def recipe_lines() -> list[str]:
-    lines = []
-    for command, meaning in RECIPES:
-        lines += textwrap.wrap(command, WIDTH, initial_indent="  ", subsequent_indent="      ",
-                               break_on_hyphens=False)
-        lines += textwrap.wrap(meaning, WIDTH, initial_indent="      ", subsequent_indent="      ")
-    return lines
+def argument_rows(node, target, node_key: str) -> list[tuple[str, str]]:
+    """(key=default, meaning [allowed]) of the arguments of a group's node."""
+    from dst_cli.checks import annotation_check, shown
+    from dst_cli.plugins import annotations
+
+    hints = annotations(target)
+    rows = []
+    for key in node:
+        if key == "_target_":
+            continue
+        allowed = annotation_check(hints.get(key, inspect.Parameter.empty)).allowed
+        rows.append((f"{node_key}.{key}={shown(node[key])}", f"{argument_help(target, key)} {allowed_text(allowed)}"))
+    return rows
 
 
 def help_text() -> str:
-    from dst_cli.config import PLUGIN_GROUPS
+    from hydra.types import RunMode
 
-    cfg = default_config()
+    from dst_cli.compose import CONFIG_NAME, hydra_instance
+
+    with hydra_instance() as hydra:
+        cfg = hydra.compose_config(CONFIG_NAME, [], run_mode=RunMode.RUN, with_log_configuration=False)
+        return "\n".join(help_lines(hydra, cfg))
+
+
+def help_lines(hydra, cfg) -> list[str]:
+    from dst_cli.plugins import import_object
+    from dst_cli.schema import PLUGIN_GROUPS
+
     lines = ["usage: dst-train [-m] [GROUP=CHOICE ...] [KEY=VALUE ...]", "       dst-train --help | --version", ""]
     lines += [*textwrap.wrap(" ".join(ABOUT.split()), WIDTH), ""]
-    lines += ["Groups (GROUP=CHOICE; * = default):"]
-    for group, meaning, choices in group_rows(cfg):
+    lines += ["Groups (GROUP=CHOICE; * = default; GROUP._target_=pkg.Class for your own):"]
+    for group, meaning, choices in group_rows(hydra, cfg):
         lines += entry(group, meaning, choices)
     lines += ["", "Options (KEY=VALUE; shown with their defaults; [allowed values]):"]
     for name, meaning in schema_rows(cfg):
         lines += entry(name, meaning)
-    lines += ["", "Arguments of the default model, dataset and acq (another choice has its own;",
-              "+GROUP.KEY=VALUE adds one; see `dst-train GROUP=CHOICE --cfg job`):"]
-    for group in PLUGIN_GROUPS:
-        for name, meaning in plugin_rows(cfg, group):
+    nodes = [(group, cfg[group]) for group in PLUGIN_GROUPS if group != "logger"]
+    nodes += [(f"logger.{name}", node) for name, node in cfg.logger.items()]
+    for node_key, node in nodes:
+        target = import_object(node["_target_"])
+        choice = cfg.hydra.runtime.choices.get(node_key.partition(".")[0])
+        lines += ["", *textwrap.wrap(f"{node_key}={choice}: {first_paragraph(target)}", WIDTH)]
+        for name, meaning in argument_rows(node, target, node_key):
             lines += entry(name, meaning)
-    lines += ["", "Recipes:", *recipe_lines()]
+    lines += ["", "Recipes:"]
+    for command, meaning in RECIPES:
+        lines += textwrap.wrap(command, WIDTH, initial_indent="  ", subsequent_indent="      ",
+                               break_on_hyphens=False)
+        lines += textwrap.wrap(meaning, WIDTH, initial_indent="      ", subsequent_indent="      ")
     lines += ["", "After -m, a,b or range(0,5) sweeps a key; README.md has the details."]
-    return "\n".join(lines)
+    return lines

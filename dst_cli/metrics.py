@@ -31,15 +31,15 @@ def save_summary(path: Path, summary: dict) -> str | None:
             return str(atomic_failure)
 
 
-def read_rows(path: Path, keep_epochs: int) -> tuple[list[dict], int]:
-    """The rows of epochs <= keep_epochs and the byte offset where they end.
+def read_rows(path: Path, keep_epochs: int) -> tuple[list[dict], list[int]]:
+    """The rows of epochs <= keep_epochs and the byte offset where each of them ends.
 
     A last line that is torn (no newline, or not a JSON object) ends the valid rows; a bad line followed by
     more lines is not a crash artefact, so it is an error rather than silently dropped.
     """
     data = path.read_bytes() if path.exists() else b""
     *lines, tail = data.split(b"\n")  # tail: the bytes after the last newline (a torn line, or b"")
-    rows, end = [], 0
+    rows, ends, end = [], [], 0
     for number, line in enumerate(lines, start=1):
         if line.strip():
             try:
@@ -53,32 +53,45 @@ def read_rows(path: Path, keep_epochs: int) -> tuple[list[dict], int]:
             if row["epoch"] > keep_epochs:
                 break
             rows.append(row)
+            ends.append(end + len(line) + 1)
         end += len(line) + 1
-    return rows, end
+    return rows, ends
 
 
 class MetricsLog:
     """metrics.jsonl, only ever appended to and, on resume, truncated: never rewritten.
 
     Each row is one os.write of the whole line (O_APPEND), then fsync: the row of epoch e is on disk before
-    the checkpoint of epoch e is renamed into place, so no kill or power loss at any moment leaves a
-    checkpoint covering an epoch whose row is gone. On resume, rows past the checkpoint's epoch and a torn
+    the checkpoint of epoch e is renamed into place. On resume, rows past the checkpoint's epoch and a torn
     last line are cut off with ftruncate at the end of the last kept row (same inode, earlier bytes untouched).
+    The checkpoint carries the rows it covers (`covered`): a covered row the file lost (torn or cut after the
+    checkpoint was written) is appended again from it, from the first row the file does not hold on, and
+    `restored` names those epochs.
     """
 
-    def __init__(self, path: Path, keep_epochs: int):
+    def __init__(self, path: Path, keep_epochs: int, covered: list[dict] | None = None):
         self.path = path
-        self.rows, end = read_rows(path, keep_epochs)
+        rows, ends = read_rows(path, keep_epochs)
+        kept = len(rows)
+        if covered is not None:
+            kept = next((i for i, (row, good) in enumerate(zip(rows, covered)) if row["epoch"] != good["epoch"]),
+                        min(len(rows), len(covered)))
+        self.rows = rows[:kept]
+        missing = (covered or [])[kept:]
+        self.restored = [row["epoch"] for row in missing]
         try:
             created = not path.exists()
             self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             if created:
                 fsync_dir(path.parent)
+            end = ends[kept - 1] if kept else 0
             if os.fstat(self.fd).st_size > end:
                 os.ftruncate(self.fd, end)
                 os.fsync(self.fd)
         except OSError as error:
             raise WriteFailed(path, error) from None
+        for row in missing:
+            self.append(row)
 
     def append(self, row: dict) -> None:
         """Append one row; on failure (disk full) cut back to the previous end so no torn line stays."""

@@ -1,15 +1,17 @@
 """Owning a run dir: the one place for its paths, an OS lock, atomic writes, and removing only what this
 process created.
 
-Why a Hydra callback: Hydra creates the run dir (`mkdir(parents=True, exist_ok=True)` in
-hydra/core/utils.py run_job) before the task function runs, so the task function cannot tell a dir it
-created from a user's folder, `hydra.run.dir=.` or an earlier run. `RunDirOrigin.on_run_start` runs just
-before that mkdir (hydra/_internal/hydra.py Hydra.run) and records what existed. With
-`hydra.output_subdir: null` Hydra writes nothing into the dir; `RunDir.write_hydra_record` writes
-`.hydra/` once the run is accepted, so a refused resume leaves the earlier record untouched.
+Hydra creates the run dir (`mkdir(parents=True, exist_ok=True)` in hydra/core/utils.py run_job) before the
+task function runs, so the task function cannot tell a dir it created from a user's folder, `hydra.run.dir=.`
+or an earlier run: dst_cli.cli records the dir's DirOrigin before it calls run_job and hands it to the task.
+(A sweep's job dirs are created by the launcher: their origin is what exists when the job starts, so nothing
+of them is ever removed.) With `hydra.output_subdir: null` Hydra writes nothing into the dir;
+`RunDir.write_hydra_record` writes `.hydra/` once the run is accepted, so a refused resume leaves the earlier
+record untouched.
 """
 import errno
 import fcntl
+import json
 import os
 import shutil
 import socket
@@ -17,7 +19,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dst_cli.errors import UserError
@@ -100,20 +101,6 @@ class DirOrigin:
         return cls(path, new_dirs, entries)
 
 
-class RunDirOrigin(Callback):
-    """Hydra callback: record the run dir's origin before Hydra creates it; refuse an unwritable dir in one line."""
-
-    recorded: DirOrigin | None = None
-
-    def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        path = Path(str(config.hydra.run.dir)).absolute()  # ${now:} is cached: run_job resolves the same path
-        refuse_unwritable(path, "hydra.run.dir")
-        RunDirOrigin.recorded = DirOrigin.now(path)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        refuse_unwritable(Path(str(config.hydra.sweep.dir)).absolute(), "hydra.sweep.dir")
-
-
 def unwritable_reason(path: Path) -> str | None:
     """Why `path` cannot be created or written as a folder, or None."""
     existing = next(folder for folder in (path, *path.parents) if folder.exists())
@@ -134,19 +121,12 @@ def refuse_unwritable(path: Path, key: str) -> None:
         sys.exit(2)
 
 
-def origin_of(path: Path) -> DirOrigin:
-    """The origin recorded by RunDirOrigin for `path`; else what exists now (so nothing existing is removed)."""
-    path = Path(path).absolute()
-    recorded = RunDirOrigin.recorded
-    return recorded if recorded is not None and recorded.path == path else DirOrigin.now(path)
-
-
 class RunDir:
     """A run dir: its paths, its owner (an flock on LOCK_NAME holding the pid), and what this process created."""
 
     def __init__(self, path: Path, origin: DirOrigin | None = None):
         self.path = Path(path).absolute()
-        self.origin = origin if origin is not None else origin_of(self.path)
+        self.origin = origin if origin is not None else DirOrigin.now(self.path)
         self.lock_fd: int | None = None
         # the only place run-dir paths are spelled
         self.metrics = self.path / METRICS_NAME
@@ -227,10 +207,41 @@ class RunDir:
             raise UserError(f"{self.path} holds {METRICS_NAME} of an earlier run but no {CHECKPOINTS_NAME}/last.pt "
                             "to resume from (trainer.checkpoint=false?); use another hydra.run.dir")
 
-    def write_hydra_record(self, config: DictConfig, hydra_config: DictConfig, overrides: list[str]) -> None:
-        """`.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml` as Hydra writes them (hydra/core/utils.py
-        _save_config), each atomically; called only once the run is accepted."""
+    def write_hydra_record(self, config: dict | DictConfig, hydra_config: DictConfig, overrides: list[str]) -> None:
+        """`.hydra/config.yaml` (the recipe the run ran: the resolved config), `hydra.yaml`, `overrides.yaml`
+        as Hydra writes them (hydra/core/utils.py _save_config), each atomically; called only once the run is
+        accepted."""
         texts = (OmegaConf.to_yaml(config), OmegaConf.to_yaml(hydra_config), OmegaConf.to_yaml(list(overrides)))
         for name, text in zip(HYDRA_FILES, texts):
             write_atomic(self.hydra_record / name, text.encode())
+
+    def recorded_status(self) -> str | None:
+        """The status summary.json holds, or None if it cannot be read."""
+        try:
+            return json.loads(self.summary.read_text()).get("status")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def record_refused(self, cfg: DictConfig, error: str, overrides: list[str]) -> None:
+        """A sweep job that failed before training still leaves summary.json (status failed, its error and
+        overrides) and its .hydra/ record, so summary.csv and report.md list it. An earlier run's files are
+        never replaced; a file that cannot be written is said on stderr."""
+        from hydra.core.hydra_config import HydraConfig
+
+        from dst_cli.metrics import save_summary
+
+        if SUMMARY_NAME in self.origin.entries:
+            return
+        record = {"status": "failed", "error": error, "run_dir": str(self.path), "overrides": overrides,
+                  "sparsity": cfg.get("sparsity"), "seed": cfg.get("seed")}
+        problem = save_summary(self.summary, record)
+        if problem:
+            print(f"dst-train: {problem}", file=sys.stderr)
+        if not self.hydra_record.exists():
+            config = OmegaConf.to_container(cfg, resolve=False)
+            config.pop("hydra", None)
+            try:
+                self.write_hydra_record(config, HydraConfig.instance().cfg, overrides)
+            except WriteFailed as failure:
+                print(f"dst-train: {failure}", file=sys.stderr)
 

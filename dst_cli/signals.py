@@ -53,6 +53,20 @@ def stop_on_signals():
             signal.signal(signum, handler)
 
 
+@contextmanager
+def signals_held():
+    """The stop signals wait until the block is done (then the handler in place acts on them): what the block
+    writes is not cut off midway. Only the main thread can hold them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def resume_command(args: list[str], run_dir: Path, sweep_dir: Path | None, program: str = "dst-train") -> str:
     """The command that continues where this stopped: inside a sweep the sweep (its `-m` arguments and
     hydra.sweep.dir, so finished jobs are skipped and the others resume), else the run (hydra.run.dir)."""

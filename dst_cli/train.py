@@ -1,4 +1,4 @@
-"""train(cfg, run_dir) -> summary dict: the training loop of a run built by dst_cli.build, in a fixed order.
+"""The training loop of a run built and prepared by dst_cli.build, in a fixed order.
 
 Per step: lr -> forward -> backward -> engine.step() (the mask update when due, on the dense gradient of
 this batch; the optimizer step; the inactive weights back to 0). Per epoch: evaluate, append metrics.jsonl
@@ -9,25 +9,23 @@ import logging
 import math
 import platform
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dst_cli import distributed
-from dst_cli.build import Run, build_run
-from dst_cli.checkpoint import check_finite, copy_checkpoint, load_checkpoint, save_checkpoint
-from dst_cli.config import RESULT_NEUTRAL_KEYS, display_name
+from dst_cli.checkpoint import check_finite, copy_checkpoint, save_checkpoint
 from dst_cli.console import EpochProgress
 from dst_cli.errors import UserError
-from dst_cli.metrics import MetricsLog, finite_or_none, open_tensorboard, save_summary
-from dst_cli.optim import learning_rate, set_learning_rate
+from dst_cli.metrics import MetricsLog, finite_or_none, save_summary
 from dst_cli.rundir import RunDir
-from dst_cli.signals import StopRequest, stop_on_signals
+from dst_cli.signals import StopRequest, signals_held, stop_on_signals
 from dst_cli.sparse import SparseEngine, inference_flops_ratio
+
+if TYPE_CHECKING:
+    from dst_cli.build import Run
 
 log = logging.getLogger("dst_cli")
 
@@ -112,43 +110,36 @@ class EpochTotals:
 
 
 class Trainer:
-    """Runs the loop of a built Run: epochs, evaluation, metrics, checkpoints, resume and the summary.
+    """Runs the loop of a built Run in its run dir: epochs, evaluation, metrics, checkpoints and the summary.
 
-    `record` (rank 0) writes the run's .hydra/ record once the run is accepted: after a resume was checked,
-    so a refused resume leaves the earlier record untouched."""
+    dst_cli.build.prepare makes it: it loads a checkpoint (load_state_dict) and opens the files (open_files)."""
 
-    def __init__(self, cfg: DictConfig, run: Run, run_dir: Path | RunDir, record: Callable[[], None] | None = None):
-        self.cfg = cfg
-        self.paths = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    def __init__(self, run: "Run", paths: RunDir, versions: dict, overrides: list[str]):
+        self.run_parts, self.paths, self.versions, self.overrides = run, paths, versions, overrides
         self.dist, self.device, self.data = run.dist, run.device, run.data
         self.model, self.forward_model, self.optimizer = run.model, run.forward_model, run.optimizer
         self.criterion, self.engine, self.layer_flops = run.criterion, run.engine, run.layer_flops
         self.bf16, self.memory_format, self.threads = run.bf16, run.memory_format, run.threads
         self.steps_per_epoch, self.total_steps = run.steps_per_epoch, run.total_steps
-        # read at every step, where each DictConfig lookup costs ~10 us: plain values
-        self.lr_schedule, self.epochs = OmegaConf.to_container(cfg.optim, resolve=True), cfg.trainer.epochs
+        self.lr_schedule, self.peak_lrs = run.lr_schedule, run.peak_lrs
+        self.settings = run.recipe["trainer"]
+        self.epochs = self.settings["epochs"]
         self.monitor = "val/acc" if self.data.val is not None else "test/acc"
         self.step, self.epoch, self.wall_time_s = 0, 0, 0.0
         self.best = {"value": -math.inf, "epoch": None, "test_acc": None}
         self.totals: EpochTotals | None = None
-        checkpoint = self.paths.last_checkpoint
-        if checkpoint.exists():
-            self.resume(load_checkpoint(checkpoint, self.device))
-            log.info("resumed from %s at epoch %d, step %d", checkpoint, self.epoch, self.step)
-        else:
-            self.paths.check_can_start_fresh()
-        self.metrics = self.tensorboard = None
-        if self.dist.is_main:
-            self.paths.path.mkdir(parents=True, exist_ok=True)
-            if record is not None:
-                record()
-            self.metrics = MetricsLog(self.paths.metrics, keep_epochs=self.epoch)
-            self.tensorboard = open_tensorboard(self.paths.path, cfg.logger)
+        self.metrics: MetricsLog | None = None
+
+    def open_files(self, metrics: MetricsLog, resumed: bool) -> None:
+        """Rank 0: metrics.jsonl (cut back to the checkpoint's epoch) and the loggers."""
+        self.metrics = metrics
+        for logger in self.run_parts.loggers.values():
+            logger.start(self.paths.path, self.run_parts.recipe, resumed)
 
     # ----- the loop -----
     def fit(self, stop: StopRequest) -> None:
         epochs = self.epochs
-        mode = self.cfg.trainer.progress if self.dist.is_main else "none"
+        mode = self.settings["progress"] if self.dist.is_main else "none"
         progress = EpochProgress(mode, self.total_steps, self.step)
         with progress.running():
             for epoch in range(self.epoch + 1, epochs + 1):
@@ -163,9 +154,8 @@ class Trainer:
                 self.wall_time_s += row["time/epoch_s"]
                 if self.dist.is_main:
                     self.metrics.append(row)
-                    if self.tensorboard is not None:
-                        for key, value in row.items():
-                            self.tensorboard.add_scalar(key, value, epoch)
+                    for logger in self.run_parts.loggers.values():
+                        logger.log(row)
                 self.save(row)
                 progress.end_epoch(row, epochs)
 
@@ -174,10 +164,9 @@ class Trainer:
         done_in_epoch = self.step - (epoch - 1) * self.steps_per_epoch  # > 0 when resuming mid-epoch
         for inputs, targets in self.data.train.batches(epoch, done_in_epoch):
             self.step += 1
-            set_learning_rate(
-                self.optimizer,
-                learning_rate(self.lr_schedule, self.step, self.steps_per_epoch, self.epochs),
-            )
+            factor = self.lr_schedule.factor(self.step)
+            for group, peak in zip(self.optimizer.param_groups, self.peak_lrs):
+                group["lr"] = peak * factor
             loss, logits = train_step(
                 self.forward_model, self.criterion, self.optimizer, self.engine,
                 inputs.contiguous(memory_format=self.memory_format), targets, self.bf16,
@@ -244,7 +233,7 @@ class Trainer:
         if improved:
             self.best = {"value": row[self.monitor], "epoch": row["epoch"], "test_acc": row["test/acc"]}
         self.save_last()
-        if improved and self.dist.is_main and self.cfg.trainer.checkpoint:
+        if improved and self.dist.is_main and self.settings["checkpoint"]:
             copy_checkpoint(self.paths.last_checkpoint, self.paths.best_checkpoint)
 
     def save_last(self) -> Path | None:
@@ -252,7 +241,7 @@ class Trainer:
 
         Called on every rank (the state gathers every rank's epoch totals), and every rank refuses a non-finite
         state (NonFiniteState), so that all stop together and last.pt stays the last good state."""
-        if not self.cfg.trainer.checkpoint:
+        if not self.settings["checkpoint"]:
             return None
         state = self.state_dict()
         if self.dist.is_main:
@@ -275,16 +264,12 @@ class Trainer:
             "best": self.best,
             "wall_time_s": self.wall_time_s,
             "rng": rng,
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "metrics": list(self.metrics.rows) if self.metrics is not None else [],  # rank 0's: the ones it writes
+            "config": self.run_parts.recipe,
         }
 
-    def resume(self, state: dict) -> None:
-        changed = config_changes(state["config"], OmegaConf.to_container(self.cfg, resolve=True))
-        if changed:
-            raise UserError(
-                f"{self.paths.path} holds a checkpoint of a different config ({'; '.join(changed)}); "
-                "use a new run dir or the same overrides"
-            )
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a checkpoint of the same recipe (dst_cli.build.prepare compares them)."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.engine.load_state_dict(state["sparse"])
@@ -300,41 +285,40 @@ class Trainer:
     # ----- summary -----
     def summary(self, status: str, error: str | None) -> dict:
         last = self.metrics.rows[-1] if self.metrics.rows else {}
-        cfg = self.cfg
+        recipe, labels = self.run_parts.recipe, self.run_parts.labels
         stats = self.engine.stats()
         return {
             "status": status,
             "error": error,
             "run_dir": str(self.paths.path),
-            "model": display_name(cfg.model),
-            "dataset": display_name(cfg.dataset),
-            "acq": display_name(cfg.acq),
-            "sparsity": cfg.sparsity,
-            "distribution": cfg.distribution,
-            "schedule": cfg.schedule.name,
-            "seed": cfg.seed,
-            "overrides": task_overrides(),
-            "epochs": cfg.trainer.epochs,
+            **labels,
+            "sparsity": recipe["sparsity"],
+            "distribution": recipe["distribution"],
+            "seed": recipe["seed"],
+            "overrides": self.overrides,
+            "epochs": self.epochs,
             "epochs_completed": self.epoch,
             "steps": self.step,
+            "total_steps": self.total_steps,
             "final_test_acc": last.get("test/acc"),
             "final_test_loss": finite_or_none(last.get("test/loss")),
             "final_train_loss": finite_or_none(last.get("train/loss")),
             "best_test_acc": self.best["test_acc"],
             "best_epoch": self.best["epoch"],
             "best_metric": self.monitor,
+            "best_metric_value": finite_or_none(self.best["value"]),
             "density": stats["density"],
             "explored": stats["explored"],
             "train_flops_ratio": self.train_flops_ratio(),
             "inference_flops_ratio": inference_flops_ratio(self.layer_flops, self.engine.densities),
             "wall_time_s": self.wall_time_s,
             "world_size": self.dist.world_size,
-            "effective_batch_size": cfg.trainer.batch_size * self.dist.world_size,
+            "effective_batch_size": recipe["trainer"]["batch_size"] * self.dist.world_size,
             "mask_checks": self.engine.mask_checks,
-            "threads": self.threads,
-            "torch": torch.__version__,
             "device": device_name(self.device),
+            "versions": self.versions,
             "layers": stats["layers"],
+            "recipe": recipe,
         }
 
     def run(self) -> dict:
@@ -351,14 +335,15 @@ class Trainer:
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            summary = self.summary(status, error) if self.dist.is_main else {}
-            if self.dist.is_main:
-                problem = save_summary(self.paths.summary, summary)
-                if problem:
-                    log.error("%s", problem)
-                self.metrics.close()
-            if self.tensorboard is not None:
-                self.tensorboard.close()
+            with signals_held():  # a stop signal now (torchrun's, after another rank died) waits for summary.json
+                summary = self.summary(status, error) if self.dist.is_main else {}
+                if self.dist.is_main:
+                    problem = save_summary(self.paths.summary, summary)
+                    if problem:
+                        log.error("%s", problem)
+                    self.metrics.close()
+                    for logger in self.run_parts.loggers.values():
+                        logger.finish(summary)
             distributed.stop(self.dist)
         return summary
 
@@ -373,28 +358,3 @@ def device_name(device: torch.device) -> str:
     except OSError:
         names = []
     return names[0] if names else platform.processor() or platform.machine()
-
-
-def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """'key: old -> new' for every leaf that differs, except RESULT_NEUTRAL_KEYS."""
-    changes = []
-    for key in sorted(set(old) | set(new)):
-        path = f"{prefix}{key}"
-        before, after = old.get(key), new.get(key)
-        if path in RESULT_NEUTRAL_KEYS:
-            continue
-        if isinstance(before, dict) and isinstance(after, dict):
-            changes += config_changes(before, after, path + ".")
-        elif before != after:
-            changes.append(f"{path}: {before} -> {after}")
-    return changes
-
-
-def task_overrides() -> list[str]:
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def train(cfg: DictConfig, run_dir: Path | RunDir, record: Callable[[], None] | None = None) -> dict:
-    """Build the run and train it in `run_dir`; `record` is called once the run is accepted (see Trainer)."""
-    run = build_run(cfg)
-    return Trainer(cfg, run, run_dir, record).run()

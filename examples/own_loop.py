@@ -43,12 +43,11 @@ def main(epochs: int = 3, sparsity: float = 0.9, seed: int = 0):
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(batch), targets).backward()
             engine.step()  # mask update when due, optimizer.step(), inactive weights back to 0
-        stats = engine.stats()
         accuracy = (model(inputs).argmax(dim=1) == labels).float().mean().item()
-        print(f"epoch {epoch + 1}: accuracy {accuracy:.3f}, density {stats['density']:.4f}, "
-              f"explored {stats['explored']:.3f}, turnover {stats['turnover']:.3f}")
+        print(f"epoch {epoch + 1}: accuracy {accuracy:.3f}, {engine.summary()}")
     for name, layer in engine.stats()["layers"].items():
         print(f"{name:22s} {layer['active']:5d} of {layer['numel']:5d} active")
+    print(engine)
     return model, engine
 
 

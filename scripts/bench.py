@@ -46,8 +46,8 @@ from rich.table import Table
 from torch import nn
 
 from dst_cli.build import build_run, resolve_device
-from dst_cli.cli import group_options
 from dst_cli.errors import UserError
+from dst_cli.models import MODELS
 from dst_cli.sparse import SparseEngine, acquisition_names
 from dst_cli.train import train_step
 
@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="Example: python scripts/bench.py --model vgg19 --width 0.25 --batch-size 64 "
         "--out outputs/bench/w025.json",
     )
-    parser.add_argument("--model", default="vgg19", choices=[m for m in group_options("model") if m != "custom"],
+    parser.add_argument("--model", default="vgg19", choices=list(MODELS),
                         help="model (default: vgg19)")
     parser.add_argument("--width", type=float, default=1.0, help="channel width factor (default: 1.0)")
     parser.add_argument("--batch-size", type=int, default=128, help="training batch size (default: 128)")

@@ -6,9 +6,11 @@
 #   (b) the epoch time of `dst-train experiment=vgg19_cifar10` on a fake CIFAR-10 of 50,000 images with the
 #       tensor pipeline (dataset.pipeline=device), 2 epochs (the first includes warm-up and compilation, the
 #       second is the steady state): eager is the 1-run case of (c), compiled in epochs_compile.jsonl;
-#   (c) the aggregate throughput of 1, 2 and 4 concurrent runs on the one GPU (Hydra's joblib launcher),
-#       eager, 2 epochs each: concurrency.json (each run's epoch times, the sweep's wall time and the
-#       summed second-epoch images/s); epochs_eager.jsonl is the 1-run case.
+#   (c) the aggregate throughput of concurrent runs on the one GPU (Hydra's joblib launcher), 2 epochs each:
+#       1, 2 and 4 eager runs (trainer.compile=false), and 1, 4 and 8 runs with the default trainer.compile=auto
+#       (CUDA graphs, reduce-overhead: the packed default of a sweep on a GPU): concurrency.json (each run's
+#       epoch times, the sweep's wall time and the summed second-epoch images/s); epochs_eager.jsonl is the
+#       1-run eager case.
 # Reading: docs/benchmarks.md.
 #
 #   scripts/gpu_check.sh [--smoke] [--only bench|train|concurrency[,...]] [OUT_DIR]
@@ -26,7 +28,7 @@
 # or runs out of time does not stop the others, but makes the script's exit status 1.
 set -uo pipefail
 
-TIME_BUDGET_S=400
+TIME_BUDGET_S=520
 smoke=false
 parts=bench,train,concurrency
 while [[ "${1:-}" == --* ]]; do
@@ -178,18 +180,19 @@ if wants train && [[ " ${modes[*]} " == *" compile "* ]]; then
     fi
 fi
 
-# (c) 1, 2 and 4 concurrent eager runs (seeds 0..n-1) on the one GPU
+# (c) concurrent runs (seeds 0..n-1) on the one GPU: eager 1, 2, 4; CUDA graphs (compile=auto) 1, 4, 8
 if wants concurrency; then
-    for jobs in 1 2 4; do
+    for case in eager:false:1 eager:false:2 eager:false:4 graphs:auto:1 graphs:auto:4 graphs:auto:8; do
+        IFS=: read -r mode compile jobs <<< "$case"
         seeds=$(seq -s, 0 $((jobs - 1)))
         started=$SECONDS
-        run_step "dst-train 2 epochs, $jobs concurrent" 120 "$python" -m dst_cli -m "${train_args[@]}" \
-            hydra/launcher=joblib hydra.launcher.n_jobs="$jobs" seed="$seeds" \
-            hydra.sweep.dir="$work_dir/concurrent_$jobs"
-        echo "$jobs $((SECONDS - started))" >> "$work_dir/sweep_seconds.txt"
+        run_step "dst-train 2 epochs, $jobs concurrent, $mode" 150 "$python" -m dst_cli -m "${train_args[@]}" \
+            trainer.compile="$compile" hydra/launcher=joblib hydra.launcher.n_jobs="$jobs" seed="$seeds" \
+            hydra.sweep.dir="$work_dir/concurrent_${mode}_$jobs"
+        echo "${mode}_$jobs $((SECONDS - started))" >> "$work_dir/sweep_seconds.txt"
     done
-    if [[ -f "$work_dir/concurrent_1/0/metrics.jsonl" ]]; then
-        cp "$work_dir/concurrent_1/0/metrics.jsonl" "$out_dir/epochs_eager.jsonl"
+    if [[ -f "$work_dir/concurrent_eager_1/0/metrics.jsonl" ]]; then
+        cp "$work_dir/concurrent_eager_1/0/metrics.jsonl" "$out_dir/epochs_eager.jsonl"
     fi
     "$python" - "$work_dir" "$out_dir/concurrency.json" "$train_images" <<'PY'
 import json, sys
@@ -198,14 +201,15 @@ from pathlib import Path
 work_dir, out, train_images = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 wall = dict(line.split() for line in (work_dir / "sweep_seconds.txt").read_text().splitlines())
 result = []
-for jobs, seconds in wall.items():
+for case, seconds in wall.items():
+    mode, jobs = case.rsplit("_", 1)
     runs = []
-    for metrics in sorted((work_dir / f"concurrent_{jobs}").glob("*/metrics.jsonl")):
+    for metrics in sorted((work_dir / f"concurrent_{case}").glob("*/metrics.jsonl")):
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
         epochs = [row["time/epoch_s"] for row in rows if "time/epoch_s" in row]
         runs.append({"run": metrics.parent.name, "epoch_s": epochs})
     last = [run["epoch_s"][-1] for run in runs if run["epoch_s"]]
-    result.append({"concurrent_runs": int(jobs), "sweep_wall_s": int(seconds), "runs": runs,
+    result.append({"mode": mode, "concurrent_runs": int(jobs), "sweep_wall_s": int(seconds), "runs": runs,
                    "finished_runs": len(last),
                    "aggregate_images_per_s_last_epoch": round(sum(train_images / s for s in last), 1)})
 out.write_text(json.dumps(result, indent=1) + "\n")

@@ -1,6 +1,7 @@
 """CIFAR-10 / CIFAR-100 from the "python version" pickle files.
 
-torchvision is used only to download and unpack the archive; the files are read by our own reader
+torchvision is used only to download and unpack the archive (imported then, and by the PIL pipeline: a run
+that reads files already there on the device pipeline never loads it); the files are read by our own reader
 of the documented format (https://www.cs.toronto.edu/~kriz/cifar.html), so downloaded files and
 hand-made ones (tests, mirrors) go through the same code. No md5 check on read: a damaged file
 fails the format checks instead.
@@ -13,12 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.datasets import CIFAR10, CIFAR100
-from torchvision.datasets.utils import download_and_extract_archive
 
 from dst_cli.data.base import (
     Data,
@@ -43,7 +41,7 @@ PIPELINES = ("auto", "device", "workers")
 @dataclass(frozen=True)
 class CifarFormat:
     name: str
-    archive: type  # torchvision class whose url / filename / tgz_md5 we download
+    archive: str  # name of the torchvision.datasets class whose url / filename / tgz_md5 we download
     folder: str
     train_files: tuple[str, ...]
     test_files: tuple[str, ...]
@@ -55,7 +53,7 @@ class CifarFormat:
 CIFAR_FORMATS = {
     "cifar10": CifarFormat(
         name="cifar10",
-        archive=CIFAR10,
+        archive="CIFAR10",
         folder="cifar-10-batches-py",
         train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
         test_files=("test_batch",),
@@ -65,7 +63,7 @@ CIFAR_FORMATS = {
     ),
     "cifar100": CifarFormat(
         name="cifar100",
-        archive=CIFAR100,
+        archive="CIFAR100",
         folder="cifar-100-python",
         train_files=("train",),
         test_files=("test",),
@@ -90,7 +88,10 @@ def locate_files(fmt: CifarFormat, root: Path, download: bool) -> Path:
         return folder
     if download:
         try:
-            archive = fmt.archive
+            import torchvision.datasets
+            from torchvision.datasets.utils import download_and_extract_archive
+
+            archive = getattr(torchvision.datasets, fmt.archive)
             download_and_extract_archive(archive.url, str(root), filename=archive.filename, md5=archive.tgz_md5)
         except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad checksum a RuntimeError
             reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no details'}"
@@ -109,6 +110,9 @@ def read_batch_files(fmt: CifarFormat, paths: list[Path]) -> tuple[Tensor, Tenso
                 entry = pickle.load(file, encoding="latin1")
             data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, *IMAGE_SHAPE)
             file_labels = np.asarray(entry[fmt.label_key], dtype=np.int64)
+        except OSError as error:  # e.g. no read permission
+            raise data_error(fmt.name, path, f"cannot read the file ({error.strerror or error})",
+                             "make it readable") from None
         except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as error:
             problem = f"unreadable file ({type(error).__name__})"
             raise data_error(fmt.name, path, problem, _how_to_provide(fmt)) from error
@@ -151,6 +155,8 @@ class PilCropFlip:
     def __call__(self, image: Image.Image, params: list[int] | None) -> Tensor:
         if params is not None:
             image = self.augment.apply_image(image, params)
+        import torchvision.transforms.functional as TF
+
         return self.normalize(TF.pil_to_tensor(image))
 
 
@@ -184,7 +190,15 @@ def build_cifar(
     val_size: int = 0,
     split_seed: int = 0,
 ) -> Data:
-    """CIFAR-10 or -100 (`variant`); `val_size` training images held out by `split_seed`, not the run seed."""
+    """CIFAR-10 or -100 (`variant`), python version, looked for in <root>; downloaded there if missing.
+
+    root: the data folder (the DST_DATA_DIR environment variable, else ./data)
+    download: download the archive when the files are missing
+    pipeline: auto (= device) | device: augment whole batches on the training device | workers: DataLoader + PIL
+    num_workers: DataLoader worker processes (pipeline=workers only)
+    val_size: training images held out as a validation set (0: none)
+    split_seed: fixes which images are held out, independently of the run seed
+    """
     fmt = CIFAR_FORMATS[variant]
     pipeline = choice("pipeline", pipeline, PIPELINES)
     val_size = count("val_size", val_size)

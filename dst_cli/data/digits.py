@@ -113,7 +113,12 @@ def check_splits_hold_every_class(val_size: int, test_size: int, val_fraction: f
 def build_digits(
     settings: LoaderSettings, val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0
 ) -> Data:
-    """scikit-learn's 8x8 digits split stratified into train / val / test (fractions of the whole set)."""
+    """scikit-learn's 8x8 handwritten digits (1797 images, 10 classes; offline), split stratified by class.
+
+    val_fraction: share of the whole set held out for validation
+    test_fraction: share of the whole set held out for testing
+    split_seed: fixes the split independently of the run seed
+    """
     images, labels = load_digits_arrays()
     _, val_size, test_size = split_sizes(len(labels), val_fraction, test_fraction)
     check_splits_hold_every_class(val_size, test_size, val_fraction, test_fraction)

@@ -1,13 +1,13 @@
-"""ImageNet (or any dataset in the same layout): root/train/<class>/<image> and root/val/<class>/<image>."""
+"""ImageNet (or any dataset in the same layout): root/train/<class>/<image> and root/val/<class>/<image>.
+
+torchvision is imported by the functions that use it, so that reading this module stays cheap."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import Tensor
-from torchvision.datasets import ImageFolder
 
 from dst_cli.data.base import Data, LoaderSettings, check_enough_for_one_batch, count, data_error, data_root
 from dst_cli.data.loaders import PlannedDataset, WorkerLoader, plan_for
@@ -35,6 +35,8 @@ class FolderTransform:
     normalize: Normalize
 
     def __call__(self, image: Image.Image, sample_seed: int | None) -> Tensor:
+        import torchvision.transforms.functional as TF
+
         if sample_seed is None:
             image = TF.center_crop(TF.resize(image, self.resize_size, antialias=True), self.train_crop.size)
         else:
@@ -42,7 +44,10 @@ class FolderTransform:
         return self.normalize(TF.pil_to_tensor(image))
 
 
-def image_folder(root: Path, split: str) -> ImageFolder:
+def image_folder(root: Path, split: str):
+    """torchvision's ImageFolder of root/split."""
+    from torchvision.datasets import ImageFolder
+
     path = root / split
     try:
         return ImageFolder(str(path))
@@ -54,7 +59,13 @@ def build_imagenet(
     settings: LoaderSettings, root: str | None = None, num_workers: int = 8, crop_size: int = 224,
     resize_size: int = 256,
 ) -> Data:
-    """ImageNet or any folder in its layout; val/ is the test loader."""
+    """ImageNet-1k or any folder in its layout (root/train/<class>/<images>, root/val/...); val/ is the test set.
+
+    root: the folder holding train/ and val/ (no download)
+    num_workers: DataLoader worker processes
+    crop_size: RandomResizedCrop size for training, CenterCrop size for evaluation
+    resize_size: evaluation: the short side is resized to this, then center-cropped
+    """
     root = data_root(root)
     num_workers = count("num_workers", num_workers)
     transform = FolderTransform(
@@ -68,7 +79,7 @@ def build_imagenet(
         )
     check_enough_for_one_batch("imagenet", len(train_folder), settings)
 
-    def loader(folder: ImageFolder, train: bool) -> WorkerLoader:
+    def loader(folder, train: bool) -> WorkerLoader:
         plan = plan_for(len(folder), settings, train)
         draw_params = draw_sample_seeds if train else None
         return WorkerLoader(PlannedDataset(folder, transform), plan, draw_params, settings.device, num_workers)

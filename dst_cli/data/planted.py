@@ -102,7 +102,18 @@ def build_planted(
     test_size: int = 2000,
     data_seed: int = 0,
 ) -> Data:
-    """Samples of the planted teacher as tensors on the device; `data_seed` fixes teacher and data, not the run seed."""
+    """A planted sparse teacher (offline, generated): x ~ N(0, I), labels from a random sparse ReLU network
+    whose connections are known (scripts/planted_analysis.py measures the share of them a student found).
+
+    num_features: inputs, of which teacher_units x fan_in are relevant and the rest noise
+    teacher_units: hidden units of the teacher
+    fan_in: inputs each teacher unit reads (disjoint supports)
+    num_classes: classes (the argmax over the teacher's outputs)
+    train_size: training samples
+    val_size: validation samples (0: no validation loader)
+    test_size: test samples
+    data_seed: fixes the teacher and the samples independently of the run seed
+    """
     teacher = planted_teacher(num_features, teacher_units, fan_in, num_classes, data_seed)
     splits = {}
     for name, size in split_sizes(train_size, val_size, test_size).items():

@@ -35,7 +35,16 @@ def build_synthetic(
     noise_std: float = 1.0,
     data_seed: int = 0,
 ) -> Data:
-    """One random prototype image per class plus Gaussian noise; `data_seed` fixes the data, not the run seed."""
+    """Generated on the fly: one random prototype image per class plus Gaussian noise (learnable, no files).
+
+    shape: [C, H, W] of one image
+    num_classes: classes
+    train_size: training images
+    val_size: validation images (0: no validation loader)
+    test_size: test images
+    noise_std: noise around each class prototype (prototype pixels have std 1)
+    data_seed: fixes the data independently of the run seed
+    """
     shape = input_shape_option(shape)
     num_classes = count("num_classes", num_classes, minimum=2)
     sizes = split_sizes(train_size, val_size, test_size)

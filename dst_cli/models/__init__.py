@@ -1,16 +1,13 @@
-"""Models are plug-ins: `model._target_` names any nn.Module class or factory (the built-ins live in this
-package: conf/model/*.yaml); `num_classes` and `input_shape` are passed when it has such parameters."""
-from collections.abc import Mapping
+"""The built-in models, by `model=NAME`: each a factory (num_classes, input_shape, its own options); any other
+nn.Module class or factory plugs in by `model._target_=pkg.module.name`."""
 
-from torch import nn
-
-from dst_cli.config import call_plugin
-from dst_cli.errors import UserError
-
-
-def build_model(cfg: Mapping, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-    """A freshly initialised model from the model node `cfg`; input_shape is the shape of one example."""
-    model = call_plugin("model", cfg, num_classes=num_classes, input_shape=tuple(input_shape))
-    if not isinstance(model, nn.Module):
-        raise UserError(f"model._target_={cfg['_target_']} returned {type(model).__name__}; allowed: an nn.Module")
-    return model
+MODELS = {
+    "cnn": "dst_cli.models.digits.build_cnn",
+    "mlp": "dst_cli.models.digits.build_mlp",
+    "vgg16": "dst_cli.models.vgg.build_vgg16",
+    "vgg19": "dst_cli.models.vgg.build_vgg19",
+    "resnet18": "dst_cli.models.resnet.build_resnet18",
+    "resnet34": "dst_cli.models.resnet.build_resnet34",
+    "resnet50": "dst_cli.models.resnet.build_resnet50",
+    "resnet50_imagenet": "dst_cli.models.imagenet.build_resnet50_imagenet",
+}

@@ -11,7 +11,10 @@ CNN_MIN_INPUT_SIZE = 2
 
 
 def build_mlp(num_classes: int, input_shape: tuple[int, ...], width: float = 1.0) -> nn.Module:
-    """flatten -> 256 -> 128 -> classes, ReLU between; width scales the two hidden layers. Any input shape."""
+    """An MLP for any input shape: flatten -> 256 -> 128 -> classes, ReLU between.
+
+    width: width factor of the two hidden layers
+    """
     check_width(width)
     hidden1 = scale_channels(256, width)
     hidden2 = scale_channels(128, width)
@@ -37,7 +40,10 @@ def conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
 
 
 def build_cnn(num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
-    """conv 32, conv 64, max-pool 2, conv 128, global average pool, linear (all convs 3x3 + BN + ReLU)."""
+    """A small CNN: conv 32, conv 64, max-pool 2, conv 128, global average pool, linear (3x3 convs + BN + ReLU).
+
+    width: channel width factor
+    """
     check_width(width)
     check_input_size("cnn", input_shape, CNN_MIN_INPUT_SIZE)
     channels1, channels2, channels3 = (scale_channels(c, width) for c in (32, 64, 128))

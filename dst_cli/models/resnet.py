@@ -109,12 +109,24 @@ def build_resnet(depth: int, num_classes: int, input_shape: tuple[int, int, int]
 
 
 def build_resnet18(num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
+    """CIFAR ResNet-18 (kuangliu / ITOP code).
+
+    width: channel width factor (scales every layer's channels)
+    """
     return build_resnet(18, num_classes, input_shape, width)
 
 
 def build_resnet34(num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
+    """CIFAR ResNet-34 (kuangliu / ITOP code).
+
+    width: channel width factor (scales every layer's channels)
+    """
     return build_resnet(34, num_classes, input_shape, width)
 
 
 def build_resnet50(num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
+    """CIFAR ResNet-50 (kuangliu / ITOP code).
+
+    width: channel width factor (scales every layer's channels)
+    """
     return build_resnet(50, num_classes, input_shape, width)

@@ -55,8 +55,16 @@ def build_vgg(depth: int, num_classes: int, input_shape: tuple[int, int, int], w
 
 
 def build_vgg16(num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
+    """CIFAR VGG-16 with batch norm (GraSP / ITOP / GraNet code).
+
+    width: channel width factor (scales every layer's channels)
+    """
     return build_vgg(16, num_classes, input_shape, width)
 
 
 def build_vgg19(num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
+    """CIFAR VGG-19 with batch norm (GraSP / ITOP / GraNet code).
+
+    width: channel width factor (scales every layer's channels)
+    """
     return build_vgg(19, num_classes, input_shape, width)

@@ -16,6 +16,7 @@ from dst_cli.errors import UserError
 from dst_cli.report.plots import acc_vs_sparsity_figure, curves_figure, layer_density_figure
 from dst_cli.report.runs import Run, collect_runs
 from dst_cli.report.sections import DENSE, Section, group_sections
+from dst_cli.report.trials import find_studies, trials_figure, trials_table
 from dst_cli.report.tables import (
     STAT_NOTE,
     Table,
@@ -46,11 +47,15 @@ def build_report(paths: list[Path], out_dir: Path) -> Report:
     runs = collect_runs(paths)
     sections = group_sections(runs_to_compare(runs))
     tables = [(section.title, section_tables(section)) for section in sections]
+    studies = find_studies(runs)
+    tables += [("Tuning", [trials_table(study)]) for study in studies]
     warnings = [warning for section in sections for warning in section.repeated_seeds()]
     incomplete = incomplete_runs_table(runs, out_dir)
     problems = problems_table(runs, out_dir)
 
     plots = _plots(runs, sections, out_dir)
+    plots.update({out_dir / f"trials_{study.sweep_dir.name}.png": _saver(lambda study=study: trials_figure(study))
+                  for study in studies})
     markdown = markdown_report(runs, tables, warnings, incomplete, problems, list(plots))
     files = {
         out_dir / "summary.csv": lambda path: path.write_text(summary_csv(runs)),

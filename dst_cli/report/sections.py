@@ -3,7 +3,7 @@
 A section holds the runs whose resolved configs (.hydra/config.yaml) are equal once the result-neutral keys
 (dst_cli.config.RESULT_NEUTRAL_KEYS: progress display, device, data location, ...) and the keys of a table
 cell are set aside: the method (acq.*, schedule.*, init.*), sparsity and seed. Within a section a run's row
-is its method as the papers' tables name it (method_name; "dense" for sparsity 0) and its column its
+is its method as the papers' tables name it (dst_cli.methods.method_label; "dense" for sparsity 0) and its column its
 sparsity; a cell's figure is the mean ± sample std
 over its distinct seeds. Runs that repeat a seed in one cell count once: the mean of the repeats stands for
 that seed, and the report warns.
@@ -13,25 +13,15 @@ import json
 import statistics
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from dst_cli.config import RESULT_NEUTRAL_KEYS
+from dst_cli.methods import DEFAULT_INIT, DENSE, ROW_ORDER, STATIC, method_label
 from dst_cli.report.runs import Run
+from dst_cli.schema import RESULT_NEUTRAL_KEYS
 
 METHOD_GROUPS = ("acq", "schedule", "init")  # config groups that make up a method (a table row)
 CELL_KEYS = ("sparsity", "seed", *METHOD_GROUPS)
-DENSE = "dense"
-STATIC = "static"  # the acq that keeps its initial mask: pruning at initialization
-DEFAULT_INIT = "random"  # the initial topology that is not named in a row
-DEFAULT_SCHEDULE = "itop"  # the schedule every acq is published with, except those in PUBLISHED_SCHEDULES
-PUBLISHED_SCHEDULES = {"rigl": "rigl"}  # acq -> its own paper's schedule
-NAMED_METHODS = {("rigl", "gradual"): "granet"}  # (acq, schedule) published under their own name
-# the rows of the DST-EE / RigL / GraNet tables in their order; other names follow their acq's row
-ROW_ORDER = (
-    DENSE, "snip", "grasp", "synflow", STATIC, "random", "set", "dsr", "snfs", "rigl", "mest", "rigl-itop",
-    "granet", "ee",
-)
 TITLE_KEYS = ("distribution", "trainer.epochs")  # always in a section title
 NAME_KEYS = ("model.name", "model._target_", "dataset.name", "dataset._target_")  # shown as model / dataset
 
@@ -190,27 +180,15 @@ def section_title(runs: list[Run], distinguishing: dict[str, str]) -> str:
     return f"{first.setting['model']} / {first.setting['dataset']} ({', '.join(details)})"
 
 
-def method_name(acq: str, schedule: str | None, init: str | None) -> str:
-    """A sparse method's row name as the papers' tables have it: its acq ("set", "ee"), or for a static mask
-    scored at initialization the init ("snip"; "static" for a random one), or the published name of the
-    (acq, schedule) pair ("granet" for rigl with gradual). The schedule is added ("rigl-itop", "set-rigl")
-    unless it is the acq's published one (rigl's: rigl; every other acq's: itop) or unknown. A non-random init
-    of a dynamic method is named by method_rows as an option ("rigl (init=snip)")."""
-    if (acq, schedule) in NAMED_METHODS:
-        return NAMED_METHODS[(acq, schedule)]
-    name = init if acq == STATIC and init not in (None, DEFAULT_INIT) else str(acq)
-    published = PUBLISHED_SCHEDULES.get(acq, DEFAULT_SCHEDULE)
-    return name if schedule in (None, published) else f"{name}-{schedule}"
-
-
 def method_rows(runs: list[Run]) -> dict[Path, str]:
-    """The row name of every run of a section: "dense" for sparsity 0, else method_name, plus the options that
-    differ among the runs of the same acq / schedule / init ("ee (acq.c=0.5)"). Two different (acq, schedule,
-    init) that method_name would give one name (a custom acq called like an init) are both named in full
-    ("snip-itop", "static-itop (init=snip)"), so that no row mixes two methods."""
+    """The row name of every run of a section: "dense" for sparsity 0, else its method as the papers name it
+    (dst_cli.methods.method_label), plus the options that differ among the runs of the same acq / schedule /
+    init ("ee (acq.c=0.5)"). Two different (acq, schedule, init) that would get one name (a custom acq called
+    like an init) are both named in full ("snip-itop", "static-itop (init=snip)"), so that no row mixes two
+    methods."""
     sparse = [run for run in runs if run.setting["sparsity"] != 0]
     methods = {run.run_dir: tuple(run.setting[group] for group in METHOD_GROUPS) for run in sparse}
-    names = {method: method_name(*method) for method in set(methods.values())}
+    names = {method: method_label(*method, sparsity=None) for method in set(methods.values())}
     shared = {name for name, count in Counter(names.values()).items() if count > 1}
     rows = {run.run_dir: DENSE for run in runs if run.setting["sparsity"] == 0}
     for run in sparse:

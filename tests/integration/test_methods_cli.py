@@ -6,7 +6,7 @@ import math
 import pytest
 
 from dst_cli.sparse.distribution import active_counts, layer_densities
-from dst_cli.train import train
+from dst_cli.build import train
 
 from test_presets import one_thread  # noqa: F401  (autouse: these runs are tiny)
 

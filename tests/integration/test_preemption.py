@@ -11,7 +11,8 @@ import torch
 
 from dst_cli import checkpoint
 from dst_cli.checkpoint import NonFiniteState, load_checkpoint
-from dst_cli.train import NonFiniteLoss, Trainer, train
+from dst_cli.build import train
+from dst_cli.train import NonFiniteLoss, Trainer
 
 pytestmark = pytest.mark.slow
 RUN = ("experiment=quickstart", "trainer.epochs=4", "schedule.update_interval=7", "trainer.progress=log")

@@ -130,25 +130,43 @@ def test_a_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
     assert "failed" in (sweep_dir / "report.md").read_text()
 
 
-def test_a_job_refused_for_a_bad_value_is_listed_and_the_sweep_fails(tmp_path, tiny_overrides):
-    """Job 1 (sparsity=1.5) is refused before training: it still leaves a failed summary.json with its error and
-    overrides, so summary.csv and report.md list both jobs, and the sweep exits 1 naming one unfinished run."""
+def test_a_bad_value_in_the_third_job_runs_no_job_and_names_it(tmp_path, tiny_overrides):
+    """Every job is composed and checked before the first starts: one message names the bad job, exit 2, and
+    nothing is written (not even the sweep dir)."""
     sweep_dir = tmp_path / "sweep"
     result = subprocess.run(
-        [sys.executable, "-m", "dst_cli", "-m", *tiny_overrides, "sparsity=0.9,1.5", f"hydra.sweep.dir={sweep_dir}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "HYDRA_FULL_ERROR": "0"},
-    )
+        [sys.executable, "-m", "dst_cli", "-m", *tiny_overrides, "sparsity=0.9,0.95,1.5,0.8",
+         f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "dst-train: error: 1 of 4 jobs of the sweep would fail, so none was started:"
+    assert lines[1].startswith("  job 2 (") and "sparsity=1.5" in lines[1]
+    assert lines[1].endswith("): sparsity=1.5 is invalid; allowed: a number in [0, 1)") and len(lines) == 2
+    assert not sweep_dir.exists() and "Traceback" not in result.stderr
+
+
+def test_a_job_refused_when_it_is_built_is_listed_and_the_sweep_fails(tmp_path):
+    """Job 1 finds no dataset files (what no check before the start can know): it leaves a failed summary.json
+    with its error and overrides, so summary.csv and report.md list both jobs, and the sweep exits 1."""
+    from fakes import write_fake_cifar10
+
+    write_fake_cifar10(tmp_path / "data")
+    sweep_dir = tmp_path / "sweep"
+    result = subprocess.run(
+        [sys.executable, "-m", "dst_cli", "-m", "model=cnn", "dataset=cifar10", "dataset.download=false",
+         f"dataset.root={tmp_path / 'data'},{tmp_path / 'missing'}", "trainer.batch_size=8", "trainer.epochs=1",
+         "trainer.progress=none", "schedule.update_interval=2", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr
-    assert "job 1: error: sparsity=1.5 is invalid; allowed: a number in [0, 1)" in result.stderr
+    assert "job 1: error: dataset cifar10: files not found" in result.stderr
     assert "1 run(s) of the sweep did not complete" in result.stderr
     refused = read_summary(sweep_dir / "1")
-    assert refused["status"] == "failed" and refused["error"].startswith("error: sparsity=1.5 is invalid")
-    assert "sparsity=1.5" in refused["overrides"]
-    assert [(row["sparsity"], row["status"]) for row in read_csv(sweep_dir / "summary.csv")] == [
-        ("0.9", "completed"), ("1.5", "failed")]
+    assert refused["status"] == "failed" and refused["error"].startswith("error: dataset cifar10: files not found")
+    assert f"dataset.root={tmp_path / 'missing'}" in refused["overrides"]
+    assert [row["status"] for row in read_csv(sweep_dir / "summary.csv")] == ["completed", "failed"]
     markdown = (sweep_dir / "report.md").read_text()
     assert "2 runs: 1 completed, 1 failed." in markdown
-    assert "sparsity=1.5 is invalid" in markdown.split("## Runs that did not complete")[1]
+    assert "files not found" in markdown.split("## Runs that did not complete")[1]
 
 
 def test_a_job_that_crashes_mid_training_is_listed_and_the_sweep_goes_on(tmp_path, tiny_overrides):
@@ -158,7 +176,7 @@ def test_a_job_that_crashes_mid_training_is_listed_and_the_sweep_goes_on(tmp_pat
     repo = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, "-m", "dst_cli", "-m", *tiny_overrides, "model._target_=tests.plugins.models.CrashingNet",
-         "seed=0,1", "+model.steps=3,1000", f"hydra.sweep.dir={sweep_dir}"],
+         "seed=0,1", "model.steps=3,1000", f"hydra.sweep.dir={sweep_dir}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env={**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(repo)},
     )

@@ -36,3 +36,19 @@ class CrashingNet(Conv1dNet):
             if self.calls > self.steps:
                 raise RuntimeError("simulated crash in forward")
         return super().forward(x)
+
+
+class ExplodingNet(Conv1dNet):
+    """A model whose constructor fails with an error that is not about its arguments."""
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, ...]):
+        raise RuntimeError("CUDA driver too old (simulated)")
+
+
+class CtrlCNet(CrashingNet):
+    """Conv1dNet whose training forward pass is hit by a second Ctrl-C after `steps` calls."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.calls >= self.steps:
+            raise KeyboardInterrupt
+        return super().forward(x)

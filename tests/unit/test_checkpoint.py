@@ -8,6 +8,7 @@ from torch import nn
 
 from dst_cli import rundir
 from dst_cli.checkpoint import NonFiniteState, load_checkpoint, non_finite_keys, save_checkpoint
+from dst_cli.errors import UserError
 from dst_cli.rundir import WriteFailed
 
 
@@ -15,7 +16,8 @@ def state(step: int, model: nn.Module | None = None) -> dict:
     model = model or nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "sparse": {"masks": {}},
-            "step": step, "epoch": 1, "config": {}, "best": {"value": float("-inf")}}
+            "step": step, "epoch": 1, "epoch_totals": None, "wall_time_s": 0.0, "rng": {}, "metrics": [],
+            "config": {}, "best": {"value": float("-inf")}}
 
 
 def test_save_then_load_round_trips_and_leaves_no_tmp(tmp_path):
@@ -23,7 +25,7 @@ def test_save_then_load_round_trips_and_leaves_no_tmp(tmp_path):
     saved = state(7)
     save_checkpoint(path, saved)
     loaded = load_checkpoint(path)
-    assert loaded["step"] == 7 and loaded["version"] == 1
+    assert loaded["step"] == 7 and loaded["version"] == 2
     for key, tensor in saved["model"].items():
         assert torch.equal(loaded["model"][key], tensor)
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
@@ -69,3 +71,23 @@ def test_non_finite_keys_finds_nan_in_optimizer_buffers_and_ignores_integer_tens
             "counters": torch.tensor([2**62]), "masks": [torch.ones(2, dtype=torch.bool)], "lr": float("inf")}
     assert non_finite_keys(full) == ["optimizer.state.1.momentum_buffer"]
     assert non_finite_keys(state(1)) == []
+
+
+def test_a_checkpoint_missing_a_key_is_named_with_its_file(tmp_path):
+    path = tmp_path / "last.pt"
+    incomplete = state(1)
+    del incomplete["rng"]
+    torch.save({"version": 2, **incomplete}, path)
+    with pytest.raises(UserError, match=rf"^{path} is not a dst-cli checkpoint \(missing rng\)"):
+        load_checkpoint(path)
+
+
+def test_a_non_finite_state_says_whether_an_earlier_checkpoint_was_kept(tmp_path):
+    bad = state(1)
+    bad["model"]["1.running_var"] = torch.full((2,), float("inf"))
+    path = tmp_path / "last.pt"
+    with pytest.raises(NonFiniteState, match="no last.pt written \\(there is no earlier one\\)$"):
+        save_checkpoint(path, bad)
+    save_checkpoint(path, state(1))
+    with pytest.raises(NonFiniteState, match="kept the previous last.pt$"):
+        save_checkpoint(path, bad)

@@ -134,7 +134,7 @@ def test_a_parallel_job_logs_its_number_and_no_bar(hydra_like_logging, joblib_jo
 
 
 def test_summary_names_the_job(capsys, joblib_job):
-    summary = {"status": "completed", "model": "cnn", "dataset": "digits", "acq": "ee", "sparsity": 0.9,
+    summary = {"status": "completed", "model": "cnn", "dataset": "digits", "method": "ee", "sparsity": 0.9,
                "best_metric": "val/acc", "best_epoch": 2, "best_test_acc": 0.93, "final_test_acc": 0.93,
                "density": 0.1, "explored": 0.12, "train_flops_ratio": 0.12, "inference_flops_ratio": 0.11,
                "epochs_completed": 2, "epochs": 2, "steps": 38, "wall_time_s": 3.2, "run_dir": "/tmp/x/3"}

@@ -6,24 +6,22 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
-from dst_cli.data import build_data
 from dst_cli.data.digits import split_sizes, stratified_split
 from dst_cli.data.sampling import BatchPlan, epoch_permutation
 from dst_cli.data.transforms import CropFlip, ResizedCropFlip
 from dst_cli.errors import UserError
 
+from conftest import build_data, option_node
 from fakes import fake_cifar_images, write_fake_cifar10, write_fake_cifar100, write_fake_image_folder
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "dataset"
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
 def dataset_cfg(name: str, **overrides):
-    """conf/dataset/<name>.yaml with overrides, as Hydra would hand it to build_data."""
-    return OmegaConf.merge(OmegaConf.load(CONF_DIR / f"{name}.yaml"), overrides)
+    """The dataset=<name> node with overrides, as dst-train hands it to its builder."""
+    return option_node("dataset", name, **overrides)
 
 
 def all_batches(loader, epoch: int = 0, start: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -442,7 +440,7 @@ def test_failed_download_becomes_a_user_error(tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr("dst_cli.data.cifar.download_and_extract_archive", no_network)
+    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", no_network)
     with pytest.raises(UserError) as error:
         build_data(cifar_cfg("cifar100", tmp_path, download=True), batch_size=8, seed=0, device="cpu")
     message = assert_one_line(error)

@@ -21,7 +21,10 @@ def test_own_loop_example_trains_to_the_exact_requested_counts(capsys):
     # conv 80 * eps * 22/80 = 67.27 -> 67, linear 8192 * eps * 192/8192 = 587.1 -> 587
     expected = {"features.0.weight": 67, "classifier.1.weight": 587, "classifier.3.weight": 192}
     weights = dict(model.named_parameters())
-    assert {name: int(mask.sum()) for name, mask in zip(engine.names, engine.masks.masks)} == expected
+    assert {name: int(mask.sum()) for name, mask in engine.masks_by_name().items()} == expected
     assert {name: int(torch.count_nonzero(weights[name])) for name in expected} == expected
     assert engine.updates_done == 3  # 2 epochs x 16 batches, every 10 steps: 10, 20, 30
-    assert "classifier.1.weight      587 of  8192 active" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "classifier.1.weight      587 of  8192 active" in printed
+    assert "epoch 2: accuracy " in printed and ", 3 updates in 32 steps" in printed
+    assert "SparseEngine(3 layers, 846/8464 weights active" in printed

@@ -1,17 +1,17 @@
-"""dst-train --help and --version: fast, torch-free, and naming every schema key and group choice."""
+"""dst-train --help and --version: every schema key, group, option and default argument named, from the code."""
 import importlib.metadata
 import resource
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from dst_cli.config import OPTIM_SCHEMAS, PLUGIN_GROUPS, TrainConfig, describe_keys
-from dst_cli.help import config_groups, group_options, help_text, maybe_print_help
+from dst_cli.compose import config_groups, hydra_instance
+from dst_cli.help import argument_help, help_text, maybe_print_help
+from dst_cli.lr_schedules import Step
+from dst_cli.schema import describe_keys
 
 HEAVY_MODULES = ("torch", "torchvision", "sklearn", "matplotlib")
-DST_TRAIN = str(Path(sys.executable).parent / "dst-train")
 
 
 @pytest.fixture(scope="module")
@@ -24,36 +24,50 @@ def named_keys(text: str) -> set[str]:
     return {line.split()[0].split("=")[0] for line in text.splitlines() if line.startswith("  ") and line[2] != " "}
 
 
-def test_every_schema_key_is_named(text):
-    keys = {key for key, *_ in describe_keys(TrainConfig) if key not in (*PLUGIN_GROUPS, "optim")}
-    keys |= {key for schema in OPTIM_SCHEMAS.values() for key, *_ in describe_keys(schema, "optim.")}
-    assert len(keys) > 30
+def test_every_schema_key_and_every_argument_of_the_default_options_is_named(text, make_cfg):
+    keys = {key for key, *_ in describe_keys()}
+    cfg = make_cfg()
+    for group in ("model", "dataset", "acq", "schedule", "init", "optim", "lr_schedule"):
+        keys |= {f"{group}.{name}" for name in cfg[group] if name != "_target_"}
+    assert len(keys) > 45
     assert keys - named_keys(text) == set()
 
 
-def test_every_key_shows_its_default_and_allowed_values(text):
+def test_every_key_shows_its_default_allowed_values_and_meaning(text):
     lines = text.splitlines()
     assert "  sparsity=0.98" in "\n".join(lines)
     line = next(i for i, line in enumerate(lines) if line.startswith("  trainer.progress=auto "))
     assert "[auto | bar | log | none]" in " ".join(lines[line:line + 3])
-    assert any(line.startswith("  schedule.update_interval=1000") for line in lines)  # from conf/schedule/itop.yaml
-    assert any(line.startswith("  acq.c=0.0003 ") for line in lines)  # the default acq's own argument
+    joined = " ".join(" ".join(lines).split())
+    assert "schedule.update_interval=1000 optimizer steps between mask updates [an integer]" in joined
+    assert "acq.c=0.0003 weight of the exploration term" in joined and "acq.bonus=log" in joined
+    assert "lr_schedule.warmup_epochs=0.0 linear lr warm-up from 0 over this many epochs" in joined
 
 
-def test_every_group_and_choice_is_listed(text):
-    groups = config_groups()
-    assert {"model", "dataset", "acq", "schedule", "optim", "logger", "experiment"} <= set(groups)
+def test_argument_help_is_the_first_sentence_of_its_docstring_line():
+    assert argument_help(Step, "gamma") == "the factor at each milestone"
+    assert argument_help(Step, "warmup_epochs").startswith("linear lr warm-up from 0")  # from the base class
+    assert argument_help(Step, "nope") == ""
+
+
+def test_every_group_and_option_is_listed_with_the_default_marked(text):
+    with hydra_instance() as hydra:
+        groups = config_groups(hydra)
+        options = {group: hydra.config_loader.get_group_options(group) for group in groups}
+    assert {"model", "dataset", "acq", "schedule", "init", "optim", "lr_schedule", "logger", "method",
+            "experiment"} <= set(groups)
     lines = text.splitlines()
     for group in groups:
         start = next(i for i, line in enumerate(lines) if line.startswith(f"  {group} "))  # not a wrapped meaning
-        block = " ".join(lines[start:start + 6]).replace("*", "").split()
-        assert set(group_options(group)) <= set(block), group
-    assert "vgg19*" in text and "ee*" in text and "itop*" in text  # the defaults are marked
+        block = " ".join(lines[start:start + 8]).replace("*", "").replace("- ", "-").split()
+        assert set(options[group]) <= set(block), group
+    for default in ("vgg19*", "ee*", "itop*", "sgd*", "step*", "random*", "basic*"):
+        assert default in text
 
 
 def test_recipes_and_layout(text):
     for recipe in ("-m ", "hydra.run.dir=", "dst-report", "torchrun", "hydra/launcher=joblib",
-                   "hydra/launcher=slurm", "model._target_=", "dataset._target_=", "acq._target_="):
+                   "hydra/launcher=slurm", "model._target_=", "optim._target_=", "hydra.searchpath="):
         assert recipe in text, recipe
     assert max(len(line) for line in text.splitlines()) <= 80
     assert not any(line.endswith(" ") for line in text.splitlines())
@@ -68,9 +82,9 @@ def test_help_and_version_flags(capsys):
     assert capsys.readouterr().out == ""
 
 
-@pytest.mark.parametrize("flag", ["--help", "--version"])
-def test_dst_train_answers_without_torch_in_under_2_s(flag):
-    """CPU seconds, not wall time: other jobs on a shared machine do not make the test flaky."""
+def answer(flag: str) -> tuple[subprocess.CompletedProcess, float, list[str]]:
+    """dst-train FLAG in a fresh process: its result, CPU seconds (not wall time: other jobs on a shared
+    machine do not make the test flaky) and the heavy modules it loaded."""
     probe = (f"import sys; sys.argv = ['dst-train', '{flag}']\n"
              "from dst_cli.cli import main\n"
              "try:\n    main()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
@@ -78,9 +92,14 @@ def test_dst_train_answers_without_torch_in_under_2_s(flag):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == "HEAVY []"
-    assert ("Options (KEY=VALUE" in done.stdout) == (flag == "--help")
+    heavy = done.stdout.splitlines()[-1].removeprefix("HEAVY ")
+    return done, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, heavy
+
+
+def test_version_answers_without_torch_and_help_in_seconds():
+    done, cpu_s, heavy = answer("--version")
+    assert heavy == "[]" and cpu_s < 2.0
+    done, cpu_s, heavy = answer("--help")  # the options' defaults come from the library's signatures: torch
+    assert "Options (KEY=VALUE" in done.stdout and cpu_s < 6.0
     assert "powered by Hydra" not in done.stdout and "Hydra 1." not in done.stdout  # Hydra's own answer is not added
-    assert cpu_s < 2.0

@@ -1,24 +1,20 @@
 """The model zoo: shapes, exact parameter counts, width scaling, init, input checks, configs."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
+from conftest import option_node
+from dst_cli.build import build_model as build_from_node
 from dst_cli.errors import UserError
-from dst_cli.models import build_model as build_from_config
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
-MODELS = sorted(path.stem for path in CONF_DIR.glob("*.yaml") if path.stem != "custom")
+from dst_cli.models import MODELS
 
 
 def build_model(name: str, num_classes: int, input_shape: tuple, **arguments) -> nn.Module:
-    """The built-in model of conf/model/<name>.yaml with some of its arguments changed."""
-    return build_from_config(OmegaConf.merge(OmegaConf.load(CONF_DIR / f"{name}.yaml"), arguments), num_classes,
-                             input_shape)
+    """The built-in model=<name> with some of its arguments changed."""
+    return build_from_node(option_node("model", name, **arguments), num_classes, input_shape)
 
 SMALL_INPUT = {
     "mlp": (1, 8, 8),
@@ -120,16 +116,16 @@ def test_imagenet_resnet50_is_torchvisions_and_accepts_grey_images():
 
 def test_an_unknown_target_is_named():
     with pytest.raises(UserError, match=r"model._target_=dst_cli.models.vgg.build_vgg11 cannot be imported"):
-        build_from_config({"_target_": "dst_cli.models.vgg.build_vgg11"}, num_classes=10, input_shape=(3, 32, 32))
+        build_from_node({"_target_": "dst_cli.models.vgg.build_vgg11"}, num_classes=10, input_shape=(3, 32, 32))
 
 
 def test_a_target_that_is_not_a_module_is_refused():
     with pytest.raises(UserError, match=r"model._target_=builtins.dict returned dict; allowed: an nn.Module"):
-        build_from_config({"_target_": "builtins.dict"}, num_classes=10, input_shape=(3, 32, 32))
+        build_from_node({"_target_": "builtins.dict"}, num_classes=10, input_shape=(3, 32, 32))
 
 
 def test_num_classes_and_input_shape_are_passed_only_when_accepted():
-    linear = build_from_config({"_target_": "torch.nn.Linear", "in_features": 4, "out_features": 2}, 10, (4,))
+    linear = build_from_node({"_target_": "torch.nn.Linear", "in_features": 4, "out_features": 2}, 10, (4,))
     assert (linear.in_features, linear.out_features) == (4, 2)
 
 
@@ -163,11 +159,11 @@ def test_width_is_rejected_for_imagenet_resnet50():
         build_model("resnet50_imagenet", num_classes=10, input_shape=(3, 64, 64), width=0.5)
 
 
-def test_every_model_config_builds_its_model():
-    for config_name in MODELS:
-        model_config = OmegaConf.load(CONF_DIR / f"{config_name}.yaml")
-        assert model_config._target_.endswith(f".build_{config_name}")
-        assert isinstance(build_from_config(model_config, 10, SMALL_INPUT[config_name]), nn.Module)
+def test_every_model_option_builds_its_model():
+    for name in MODELS:
+        node = option_node("model", name)
+        assert node._target_.endswith(f".build_{name}")
+        assert isinstance(build_from_node(node, 10, SMALL_INPUT[name]), nn.Module)
 
 
 # About 2.5 s on an idle 2-core machine, several times that under load.

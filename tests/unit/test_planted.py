@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from omegaconf import OmegaConf
 
-from dst_cli.data import build_data
+from conftest import build_data, option_node
 from dst_cli.data.planted import (
     connections_found,
     make_split,
@@ -23,13 +22,12 @@ from dst_cli.data.planted import (
 from dst_cli.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CONF_FILE = REPO_ROOT / "conf" / "dataset" / "planted.yaml"
 SMALL = {"train_size": 128, "val_size": 64, "test_size": 96}
 
 
 def planted_cfg(**overrides):
-    """conf/dataset/planted.yaml with overrides, as Hydra hands it to build_data."""
-    return OmegaConf.merge(OmegaConf.load(CONF_FILE), overrides)
+    """The dataset=planted node with overrides, as dst-train hands it to its builder."""
+    return option_node("dataset", "planted", **overrides)
 
 
 def build(batch_size: int = 32, **overrides):
@@ -68,8 +66,8 @@ def test_teacher_support_is_exactly_as_planted(num_features, units, fan_in):
     assert torch.allclose(teacher.first.norm(dim=1), torch.ones(units))  # pre-activations are N(0, 1)
 
 
-def test_the_yaml_setting_has_32_relevant_inputs_of_256():
-    teacher = teacher_from_config(yaml.safe_load(CONF_FILE.read_text()))
+def test_the_default_setting_has_32_relevant_inputs_of_256():
+    teacher = teacher_from_config(OmegaConf.to_container(planted_cfg()))
     assert teacher.relevant.sum().item() == 32 and teacher.first.shape == (8, 256)
 
 

@@ -7,28 +7,19 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from dst_cli.callbacks import SweepReport
 from dst_cli.errors import UserError
-from dst_cli.report import Report, build_report, main
+from dst_cli.report import Report, build_report, main, sweep_report
 from dst_cli.report.runs import collect_runs, find_run_dirs
 from dst_cli.report.sections import group_sections, mean_std
 from dst_cli.report.tables import runs_to_compare
+from dst_cli.schema import nested
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SWEEP_PLOTS = ["acc_vs_sparsity.png", "test_acc_curves.png", "explored_curves.png"]
 EPOCHS = 3
 
 
-def nest(dotted: dict) -> dict:
-    """{"acq.c": 1} -> {"acq": {"c": 1}}"""
-    tree: dict = {}
-    for key, value in dotted.items():
-        *parents, leaf = key.split(".")
-        node = tree
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    return tree
+nest = nested  # {"acq.c": 1} -> {"acq": {"c": 1}}
 
 
 def write_run(
@@ -388,9 +379,7 @@ def test_refused_job_record_is_listed_and_counted(tmp_path, capsys):
     record = {"status": "failed", "error": "sparsity=1.5 is invalid; allowed: a number in [0, 1)",
               "overrides": ["experiment=quickstart", "sparsity=1.5"]}
     (sweep_dir / "1" / "summary.json").write_text(json.dumps(record))
-    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}})
-    SweepReport().on_multirun_end(config)
-    assert SweepReport.unfinished_runs == 1
+    assert sweep_report(sweep_dir) == 1
     assert "2 runs: 1 completed, 1 failed" in capsys.readouterr().out
     markdown = (sweep_dir / "report.md").read_text()
     assert "2 runs: 1 completed, 1 failed." in markdown
@@ -546,17 +535,21 @@ def test_collect_runs_raises_user_error_for_missing_path(tmp_path):
         collect_runs([tmp_path / "missing"])
 
 
-def test_sweep_callback_builds_the_report_in_the_sweep_dir(sweep, capsys):
-    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
-    SweepReport().on_multirun_end(config)
+def test_the_sweep_report_is_built_in_the_sweep_dir(sweep, capsys):
+    assert sweep_report(sweep) == 2  # runs that did not complete
     assert (sweep / "report.md").is_file()
-    assert SweepReport.unfinished_runs == 2
     assert "Best test accuracy (%)" in capsys.readouterr().out
 
 
-def test_sweep_callback_only_warns_when_the_report_fails(tmp_path, caplog):
-    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "never_created")}}})
-    with caplog.at_level(logging.WARNING, logger="dst_cli.callbacks"):
-        SweepReport().on_multirun_end(config)
+def test_the_sweep_report_only_warns_when_it_fails(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="dst_cli"):
+        assert sweep_report(tmp_path / "never_created") == 0
     assert "could not build the sweep report" in caplog.text
     assert "does not exist" in caplog.text
+
+
+def test_the_sweep_report_callback_builds_the_report_in_the_sweep_dir(sweep, capsys):
+    from dst_cli.callbacks import SweepReport
+
+    SweepReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    assert (sweep / "report.md").is_file() and "Best test accuracy (%)" in capsys.readouterr().out

@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from dst_cli.errors import UserError
-from dst_cli.rundir import DirOrigin, RunDir, RunDirOrigin
+from dst_cli.rundir import DirOrigin, RunDir, refuse_unwritable
 from dst_cli.signals import interruption_message, resume_command
 
 
@@ -124,51 +124,29 @@ def test_claim_removes_temporary_files_a_kill_left_behind(tmp_path):
     assert not any(path.exists() for path in stale)
 
 
-HYDRA_APP = textwrap.dedent("""
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from dst_cli.rundir import RunDir
-
-    @hydra.main(version_base="1.3", config_path=None, config_name=None)
-    def main(cfg):
-        run = RunDir(HydraConfig.get().runtime.output_dir)
-        run.claim()
-        run.metrics.write_text('{"epoch": 1}\\n')
-        run.discard()  # as the CLI does for a bad value
-
-    main()
-""")
-
-
-def run_hydra_app(tmp_path: Path, run_dir: str, cwd: Path) -> subprocess.CompletedProcess:
-    app = tmp_path / "app.py"
-    app.write_text(HYDRA_APP)
-    overrides = ["+hydra.callbacks.origin._target_=dst_cli.rundir.RunDirOrigin", "hydra.output_subdir=null",
-                 "hydra.job.name=train", f"hydra.run.dir={run_dir}"]
-    return subprocess.run([sys.executable, str(app), *overrides], cwd=cwd, capture_output=True, text=True, timeout=60)
-
-
 @pytest.mark.parametrize("where", ["new nested dir", "user folder", "dot"])
-def test_under_hydra_only_what_this_run_created_is_removed(tmp_path, where):
-    """Hydra creates the dir and train.log before the task runs; the callback's record says what was there."""
+def test_a_run_that_fails_in_its_dir_removes_only_what_it_created(tmp_path, monkeypatch, capsys, where):
+    """Hydra creates the run dir and train.log before the run starts; a run refused there (no dataset files)
+    removes what it made, and leaves a folder that existed, with its files, as it was."""
+    from dst_cli.cli import main
+
     folder = tmp_path / "work"
     folder.mkdir()
-    if where == "new nested dir":
-        result = run_hydra_app(tmp_path, "outputs/runs/one", cwd=folder)
-        assert result.returncode == 0, result.stderr
-        assert list(folder.iterdir()) == []
-        return
-    (folder / "notes.txt").write_text("keep")
-    result = run_hydra_app(tmp_path, "." if where == "dot" else str(folder), cwd=folder)
-    assert result.returncode == 0, result.stderr
-    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    monkeypatch.chdir(folder)
+    if where != "new nested dir":
+        (folder / "notes.txt").write_text("keep")
+    run_dir = {"new nested dir": "outputs/runs/one", "user folder": str(folder), "dot": "."}[where]
+    with pytest.raises(SystemExit) as exit:
+        main(["experiment=quickstart", "dataset=cifar10", f"dataset.root={tmp_path / 'none'}",
+              "dataset.download=false", f"hydra.run.dir={run_dir}"])
+    assert exit.value.code == 2 and "files not found" in capsys.readouterr().err
+    assert [p.name for p in folder.iterdir()] == ([] if where == "new nested dir" else ["notes.txt"])
 
 
 def test_an_unwritable_run_dir_is_refused_in_one_line_before_hydra_creates_it(tmp_path, capsys):
     (tmp_path / "file").write_text("")
-    config = OmegaConf.create({"hydra": {"run": {"dir": str(tmp_path / "file" / "run")}}})
     with pytest.raises(SystemExit) as exit:
-        RunDirOrigin().on_run_start(config)
+        refuse_unwritable(tmp_path / "file" / "run", "hydra.run.dir")
     assert exit.value.code == 2
     assert capsys.readouterr().err == (
         f"dst-train: error: hydra.run.dir={tmp_path / 'file' / 'run'} cannot be used "

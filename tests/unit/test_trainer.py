@@ -4,10 +4,10 @@ import json
 import pytest
 import torch
 
-from dst_cli.build import build_run
+from conftest import train_interrupted_after_first_epoch
+from dst_cli.build import build_run, prepare, resolve_compile, train
 from dst_cli.checkpoint import load_checkpoint
 from dst_cli.errors import UserError
-from dst_cli.train import Trainer, train
 
 TIMING_KEYS = {"time/epoch_s"}
 
@@ -54,18 +54,9 @@ def test_one_epoch_then_resume_equals_two_epochs_straight(make_cfg, tiny_overrid
     cfg = make_cfg(*tiny_overrides, f"acq={acq}")
     train(cfg, tmp_path / "straight")
 
-    original_save = Trainer.save
-
-    def save_then_stop(self, row):
-        original_save(self, row)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "save", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "resumed")
+    train_interrupted_after_first_epoch(cfg, tmp_path / "resumed", monkeypatch)
     assert json.loads((tmp_path / "resumed" / "summary.json").read_text())["status"] == "interrupted"
     assert [row["epoch"] for row in metrics(tmp_path / "resumed")] == [1]
-    monkeypatch.setattr(Trainer, "save", original_save)
     summary = train(cfg, tmp_path / "resumed")
 
     assert summary["status"] == "completed" and summary["epochs_completed"] == 2
@@ -103,18 +94,30 @@ def test_trainer_compile_picks_the_torch_compile_mode(make_cfg, tiny_overrides, 
     assert compiled == [mode] and run.forward_model is run.model
 
 
-def test_without_trainer_compile_nothing_is_compiled(make_cfg, tiny_overrides, monkeypatch):
+@pytest.mark.parametrize("value", ["auto", "false"])
+def test_on_cpu_auto_and_false_compile_nothing_and_the_recipe_says_so(make_cfg, tiny_overrides, monkeypatch, value):
     monkeypatch.setattr(torch, "compile", lambda *args, **kwargs: pytest.fail("torch.compile called"))
-    build_run(make_cfg(*tiny_overrides))
+    run = build_run(make_cfg(*tiny_overrides, f"trainer.compile={value}"))
+    assert run.recipe["trainer"]["compile"] is False
+
+
+@pytest.mark.parametrize("value, device, distributed, resolved", [
+    ("auto", "cuda", False, "reduce-overhead"),  # one CUDA device: CUDA graphs
+    ("auto", "cuda", True, False),               # DDP: eager
+    ("auto", "cpu", False, False),               # CPU: eager
+    (True, "cpu", False, True), ("max-autotune", "cuda", True, "max-autotune"), (False, "cuda", False, False),
+])
+def test_compile_auto_resolves_by_device_and_ddp(value, device, distributed, resolved):
+    assert resolve_compile(value, torch.device(device), distributed) == resolved
 
 
 def test_grown_weights_get_zeroed_momentum_inside_the_loop(make_cfg, tiny_overrides, tmp_path):
     """At every update step of a real run: counts constant, grown weights and their momentum zero, and the
     inactive weights zero after every step."""
     cfg = make_cfg(*tiny_overrides, "trainer.epochs=1", "acq=rigl")
-    run = build_run(cfg)
-    engine, optimizer = run.engine, run.optimizer
-    weights = dict(zip(engine.names, (p for n, p in run.model.named_parameters() if n in engine.names)))
+    trainer = prepare(cfg, tmp_path)
+    engine, optimizer = trainer.engine, trainer.optimizer
+    weights = dict(zip(engine.names, (p for n, p in trainer.model.named_parameters() if n in engine.names)))
     counts = {name: int(mask.sum()) for name, mask in engine.state_dict()["masks"].items()}
     original_update = engine.update
     seen = []
@@ -133,16 +136,16 @@ def test_grown_weights_get_zeroed_momentum_inside_the_loop(make_cfg, tiny_overri
         seen.append(step)
 
     engine.update = checked_update
-    Trainer(cfg, run, tmp_path).run()
+    trainer.run()
     assert seen == [5, 10, 15]
     for name, mask in engine.state_dict()["masks"].items():
         assert int(mask.sum()) == counts[name]
         assert torch.all(weights[name][~mask] == 0)
 
 
-def test_summary_records_threads_torch_and_device(make_cfg, tiny_overrides, tmp_path):
+def test_summary_records_threads_versions_and_device(make_cfg, tiny_overrides, tmp_path):
     summary = train(make_cfg(*tiny_overrides, "trainer.epochs=1", "trainer.threads=1"), tmp_path)
-    assert (summary["threads"], summary["torch"]) == (1, torch.__version__)
+    assert (summary["recipe"]["trainer"]["threads"], summary["versions"]["torch"]) == (1, torch.__version__)
     assert summary["device"] and torch.get_num_threads() == 1
 
 
