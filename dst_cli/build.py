@@ -49,6 +49,7 @@ class Run:
     dist: distributed.Context
     device: torch.device
     threads: int
+    threads_choice: str  # why that many (trainer.threads=auto decides by the step's work)
     bf16: bool
     memory_format: torch.memory_format
     data: Data
@@ -147,8 +148,6 @@ def init_inputs(init, criterion: nn.Module, data: Data, memory_format: torch.mem
 def build_run(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> Run:
     """The run of config `cfg`; `choices`: the group options Hydra picked (names the run in reports)."""
     layout = check_run(cfg)
-    threads = resolve_threads(cfg.trainer.threads)
-    torch.set_num_threads(threads)
     dist = distributed.start(resolve_device(cfg.trainer.device))
     device = dist.device
     torch.manual_seed(cfg.seed)
@@ -164,6 +163,9 @@ def build_run(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> Run:
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(cfg.model, data.num_classes, data.input_shape).to(device, memory_format=memory_format)
     flops = layer_flops(model, tuple(data.input_shape))
+    # set once the step's work is known (the data and the model are built alike on any number of threads)
+    threads, threads_choice = resolve_threads(cfg.trainer.threads, 3 * sum(flops.values()) * cfg.trainer.batch_size)
+    torch.set_num_threads(threads)
     forward_model = model
     if dist.distributed:
         forward_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -190,7 +192,7 @@ def build_run(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> Run:
     loggers = {name: instantiate(f"logger.{name}", node) for name, node in cfg.logger.items()}
     recipe = resolved_recipe(cfg, layout, threads=threads, device=device.type, bf16=bf16, channels_last=channels_last,
                              compile=compile_mode)
-    return Run(dist, device, threads, bf16, memory_format, data, model, forward_model, optimizer, lr_schedule,
+    return Run(dist, device, threads, threads_choice, bf16, memory_format, data, model, forward_model, optimizer, lr_schedule,
                [group["lr"] for group in optimizer.param_groups], criterion, engine, flops, steps_per_epoch,
                total_steps, loggers, recipe, run_labels(cfg, choices or {}))
 

@@ -21,10 +21,23 @@ def threads_per_core() -> int:
     return max(1, count)
 
 
-def resolve_threads(value: int | str) -> int:
-    """trainer.threads: `auto` = OMP_NUM_THREADS when it is set (a cluster's or a shared machine's share),
-    else the physical cores this process may use."""
+# A training step with less work than this runs on one thread under trainer.threads=auto: split over several,
+# its many small kernels each wait at a barrier for the slowest thread, and on a busy machine a thread that
+# lost its core makes every one of them wait a scheduler time slice (docs/benchmarks.md, "Threads").
+SMALL_STEP_FLOPS = 5e9
+
+
+def resolve_threads(value: int | str, step_flops: float) -> tuple[int, str]:
+    """trainer.threads and why: a number as given; `auto` = OMP_NUM_THREADS when it is set (a cluster's or a
+    shared machine's share), else one thread for a step of less than SMALL_STEP_FLOPS (dense forward and
+    backward), else the physical cores this process may use."""
     if value != "auto":
-        return int(value)
+        return int(value), "trainer.threads"
     omp = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(omp) if omp.isdigit() and int(omp) > 0 else physical_cores()
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp), "auto: OMP_NUM_THREADS"
+    cores = physical_cores()
+    if cores > 1 and step_flops < SMALL_STEP_FLOPS:
+        return 1, (f"auto: a step of {step_flops / 1e9:.2g} GFLOP is too little work to share between threads "
+                   f"(under {SMALL_STEP_FLOPS / 1e9:g}); trainer.threads={cores} uses every core")
+    return cores, f"auto: the {cores} physical cores available"

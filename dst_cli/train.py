@@ -316,6 +316,7 @@ class Trainer:
             "effective_batch_size": recipe["trainer"]["batch_size"] * self.dist.world_size,
             "mask_checks": self.engine.mask_checks,
             "device": device_name(self.device),
+            "threads_choice": self.run_parts.threads_choice,
             "versions": self.versions,
             "layers": stats["layers"],
             "recipe": recipe,

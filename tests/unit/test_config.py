@@ -226,16 +226,19 @@ def test_result_neutral_keys_are_keys_of_the_config(make_cfg):
             assert OmegaConf.select(cfg, key, default=missing) is not missing, key
 
 
-def test_threads_auto_is_omp_num_threads_else_the_physical_cores_available(monkeypatch):
+def test_threads_auto_is_omp_num_threads_else_one_for_a_small_step_else_the_physical_cores(monkeypatch):
+    big, small = 2 * machine.SMALL_STEP_FLOPS, machine.SMALL_STEP_FLOPS / 2
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert resolve_threads("auto") == 3
+    assert resolve_threads("auto", small) == (3, "auto: OMP_NUM_THREADS")
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     monkeypatch.setattr(machine, "threads_per_core", lambda: 2)
-    assert resolve_threads("auto") == 2
+    assert resolve_threads("auto", big) == (2, "auto: the 2 physical cores available")
+    threads, why = resolve_threads("auto", small)
+    assert threads == 1 and why.startswith("auto: a step of 2.5 GFLOP is too little work to share between threads")
     monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {0})
-    assert resolve_threads("auto") == 1
-    assert resolve_threads(3) == 3
+    assert resolve_threads("auto", big)[0] == 1
+    assert resolve_threads(3, small) == (3, "trainer.threads")
 
 
 def test_the_cli_module_imports_neither_torch_nor_the_library():
