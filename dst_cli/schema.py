@@ -190,6 +190,17 @@ def nested(dotted: dict) -> dict:
     return tree
 
 
+def flattened(tree: dict, prefix: str = "") -> dict:
+    """{"acq": {"c": 1}} -> {"acq.c": 1}; lists and empty mappings stay values (the inverse of `nested`)."""
+    leaves = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            leaves.update(flattened(value, f"{prefix}{key}."))
+        else:
+            leaves[f"{prefix}{key}"] = value
+    return leaves
+
+
 def method_node(method) -> dict:
     from dst_cli.methods import method_sets
 

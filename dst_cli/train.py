@@ -130,6 +130,18 @@ class Trainer:
         self.totals: EpochTotals | None = None
         self.metrics: MetricsLog | None = None
 
+    def to_loggers(self, call: str, record: dict) -> None:
+        """Hand a metrics row (log) or the summary (finish) to every logger. A tracker that fails mid-run
+        (a server gone, a full disk of its own) is a warning and is dropped: metrics.jsonl and summary.json
+        keep everything, and the run goes on."""
+        for name, logger in list(self.run_parts.loggers.items()):
+            try:
+                getattr(logger, call)(record)
+            except Exception as error:
+                log.warning("logger %s failed (%s: %s); it gets nothing more from this run, metrics.jsonl has "
+                            "everything", name, type(error).__name__, " ".join(str(error).split()))
+                del self.run_parts.loggers[name]
+
     def open_files(self, metrics: MetricsLog, resumed: bool) -> None:
         """Rank 0: metrics.jsonl (cut back to the checkpoint's epoch) and the loggers."""
         self.metrics = metrics
@@ -154,8 +166,7 @@ class Trainer:
                 self.wall_time_s += row["time/epoch_s"]
                 if self.dist.is_main:
                     self.metrics.append(row)
-                    for logger in self.run_parts.loggers.values():
-                        logger.log(row)
+                    self.to_loggers("log", row)
                 self.save(row)
                 progress.end_epoch(row, epochs)
 
@@ -343,8 +354,7 @@ class Trainer:
                     if problem:
                         log.error("%s", problem)
                     self.metrics.close()
-                    for logger in self.run_parts.loggers.values():
-                        logger.finish(summary)
+                    self.to_loggers("finish", summary)
             distributed.stop(self.dist)
         return summary
 

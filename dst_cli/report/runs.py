@@ -16,6 +16,7 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 
 from dst_cli.errors import UserError
+from dst_cli.schema import flattened
 from dst_cli.rundir import HYDRA_CONFIG, HYDRA_NAME, HYDRA_OVERRIDES, HYDRA_SETTINGS, METRICS_NAME, SUMMARY_NAME
 
 # What identifies a run in summary.csv and the list of runs that did not complete.
@@ -192,18 +193,7 @@ def _read_config(path: Path) -> dict:
     config = _read_yaml(path)
     if not isinstance(config, dict):
         raise FileProblem(f"{_shown(path)}: holds a {type(config).__name__}, not a mapping")
-    return flatten(config)
-
-
-def flatten(config: dict, prefix: str = "") -> dict:
-    """{"acq": {"c": 1}} -> {"acq.c": 1}; lists stay values."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+    return flattened(config)
 
 
 def _read_hydra_choices(path: Path) -> dict:

@@ -1,5 +1,6 @@
 """The training loop in-process on a few steps of digits: determinism, resume, files."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -154,3 +155,13 @@ def test_tensorboard_logger_writes_event_files(make_cfg, tiny_overrides, tmp_pat
     train(make_cfg(*tiny_overrides, "trainer.epochs=1", "logger=tensorboard"), tmp_path)
     events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert len(events) == 1 and events[0].stat().st_size > 0
+
+
+def test_a_logger_failing_mid_run_is_a_warning_and_the_run_goes_on(make_cfg, tiny_overrides, tmp_path, monkeypatch,
+                                                                    caplog):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))  # tests.plugins importable
+    cfg = make_cfg(*tiny_overrides, "+logger.broken._target_=tests.plugins.loggers.FailingLogger")
+    with caplog.at_level("WARNING", logger="dst_cli"):
+        summary = train(cfg, tmp_path)
+    assert summary["status"] == "completed" and len(metrics(tmp_path)) == 2
+    assert "logger broken failed (ConnectionError: tracking server gone); it gets nothing more" in caplog.text
