@@ -182,7 +182,7 @@ def build_run(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> Run:
         engine = sparsify(
             model, optimizer, sparsity=layout["sparsity"], total_steps=total_steps, acq=instantiate("acq", cfg.acq),
             distribution=layout["distribution"], dense_first_layer=layout["dense_first_layer"],
-            dense_last_layer=layout["dense_last_layer"], seed=layout["seed"],
+            dense_last_layer=layout["dense_last_layer"], seed=layout["seed"], backend=layout["backend"],
             schedule=instantiate("schedule", cfg.schedule, total_steps=total_steps),
             init=init, init_options=init_inputs(init, criterion, data, memory_format),
         )

@@ -34,7 +34,7 @@ MAX_SEED = 2**63 - 1
 RESULT_NEUTRAL_KEYS = (
     "trainer.progress", "trainer.device", "trainer.checkpoint", "trainer.eval_batch_size", "trainer.compile",
     "trainer.threads", "dataset.root", "dataset.num_workers", "dataset.pipeline", "dataset.download", "logger",
-    "hydra",
+    "hydra", "backend",  # backend: the same masks and choices; only the order of the sums differs
 )
 
 
@@ -71,6 +71,8 @@ SPARSE_KEYS = {
                          "yes, as RigL; erk / er: no)",
     "dense_last_layer": "keep the last prunable layer (the classifier) dense; null: no",
     "seed": "seed of the weights, masks and batch order",
+    "backend": "how sparse layers compute: masked (dense kernels x masks, any device), sparse (forward and "
+               "backward on the active weights only: CPU, 2-2.6x faster at 98%), auto (per layer the faster)",
 }
 
 # What the runner passes each group's callable itself, by parameter name (not config keys).

@@ -329,6 +329,7 @@ class Trainer:
             "device": device_name(self.device),
             "threads_choice": self.run_parts.threads_choice,
             "versions": self.versions,
+            "backend": stats["backend"],
             "layers": stats["layers"],
             "recipe": recipe,
         }

@@ -49,6 +49,7 @@ from dst_cli.build import build_run, resolve_device
 from dst_cli.errors import UserError
 from dst_cli.models import MODELS
 from dst_cli.sparse import SparseEngine, acquisition_names
+from dst_cli.sparse.engine import BACKENDS
 from dst_cli.train import train_step
 
 DENSE = "dense"
@@ -76,6 +77,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         choices=acquisition_names(),
                         help="sparse methods timed against dense (default: ee rigl set random)")
     parser.add_argument("--sparsity", type=float, default=0.98, help="sparsity, ERK-distributed (default: 0.98)")
+    parser.add_argument("--backend", type=lambda text: text.split(","), default=["masked"],
+                        help="how the sparse methods compute, one or several of masked,sparse,auto (comma-separated; "
+                             "each method is timed on each, side by side; default: masked). Per-layer kernels and "
+                             "timings of sparse / auto go into the JSON")
     parser.add_argument("--update-interval", type=int, default=100,
                         help="steps between mask updates, for the amortised cost (default: 100)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
@@ -86,7 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="channels_last memory format (default: on for CUDA, off for CPU, as dst-train)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (default: off)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: as dst-train, the physical cores)")
+                        help="torch CPU threads (default: as dst-train's trainer.threads=auto)")
     parser.add_argument("--warmup", type=int, default=5,
                         help="untimed steps per method before timing, plus one untimed update (default: 5)")
     parser.add_argument("--blocks", type=int, default=10, help="timed blocks per method (default: 10)")
@@ -110,6 +115,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--threads={args.threads} is invalid; allowed: an integer >= 1")
     if args.warmup < 1:
         raise UserError(f"--warmup={args.warmup} is invalid; allowed: an integer >= 1")
+    unknown = [backend for backend in args.backend if backend not in BACKENDS]
+    if unknown:
+        raise UserError(f"--backend={','.join(args.backend)} is invalid; allowed: a comma-separated list of "
+                        f"{', '.join(BACKENDS)}")
     if not 0 <= args.sparsity < 1:
         raise UserError(f"--sparsity={args.sparsity} is invalid; allowed: a number in [0, 1)")
     if args.out.is_dir():
@@ -163,7 +172,7 @@ class Runner:
         self.engine.update(self.updates_done * self.update_interval)
 
 
-def run_overrides(method: str, args: argparse.Namespace) -> list[str]:
+def run_overrides(method: str, backend: str, args: argparse.Namespace) -> list[str]:
     """The dst-train config of one method: the model on synthetic data of one batch per epoch; the schedule runs
     SCHEDULE_LENGTH_IN_UPDATES update intervals, so every measured update is near its start. Dense: sparsity 0
     (its engine is never called)."""
@@ -178,14 +187,14 @@ def run_overrides(method: str, args: argparse.Namespace) -> list[str]:
         f"trainer.compile={str(args.compile).lower()}", f"seed={args.seed}",
         f"sparsity={0.0 if method == DENSE else args.sparsity}",
         "distribution=erk", "schedule=itop", f"schedule.update_interval={args.update_interval}",
-        f"acq={'static' if method == DENSE else method}",
+        f"acq={'static' if method == DENSE else method}", f"backend={backend}",
     ]
 
 
-def build_runner(method: str, args: argparse.Namespace) -> tuple[Runner, Settings]:
+def build_runner(method: str, args: argparse.Namespace, backend: str = "masked") -> tuple[Runner, Settings]:
     """The method's model, optimizer and engine as dst-train builds them (dense: the same without the engine)."""
     with initialize_config_module(config_module="dst_cli.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=run_overrides(method, args))
+        cfg = compose(config_name="train", overrides=run_overrides(method, backend, args))
     run = build_run(cfg)
     inputs, targets = next(run.data.train.batches(0))
     settings = Settings(run.device, run.bf16, run.memory_format, inputs.contiguous(memory_format=run.memory_format),
@@ -256,11 +265,14 @@ def prepare(args: argparse.Namespace) -> tuple[Settings, list[Runner]]:
     # One-time costs (library initialisation, workspaces) would otherwise land on the first method measured.
     warm_up(*build_runner(DENSE, args), 2)
     runners = []
-    for method in [DENSE, *args.methods]:
+    cases = [(DENSE, "masked")] + [(method, backend) for method in args.methods for backend in args.backend]
+    for method, backend in cases:
         with PeakMemory(resolve_device(args.device)) as peak:
-            runner, settings = build_runner(method, args)
+            runner, settings = build_runner(method, args, backend)
             warm_up(runner, settings, args.warmup)
         runner.peak_memory_bytes = peak.bytes
+        if method != DENSE and len(args.backend) > 1:
+            runner.method = f"{method}/{backend}"
         runners.append(runner)
     return settings, runners
 
@@ -307,8 +319,21 @@ def results(runners: list[Runner]) -> list[dict]:
             "peak_memory_mb": megabytes(runner),
             "peak_memory_vs_dense_mb": None if megabytes(runner) is None else megabytes(runner) - megabytes(dense),
             "block_step_ms": [1e3 * seconds for seconds in runner.step_seconds],
+            **(compute_details(runner.engine) if sparse else {}),
         })
     return rows
+
+
+def compute_details(engine: SparseEngine) -> dict:
+    """How the engine's sparse layers computed: the backend's line, and per layer its kernel and (sparse /
+    auto) the forward + backward milliseconds of each candidate at the layer's timing."""
+    backend = engine.backend
+    return {
+        "backend": engine.compute_summary(),
+        "layer_kernels": backend.kernels if backend is not None else dict.fromkeys(engine.names, "masked"),
+        "layer_timings_ms": {} if backend is None else {
+            name: {kernel: 1e3 * seconds for kernel, seconds in times.items()} for name, times in backend.timings().items()},
+    }
 
 
 def machine(device: torch.device) -> dict:

@@ -6,7 +6,7 @@ from torch import nn
 
 from dst_cli.sparse.acquisition import Acquisition, make_acquisition
 from dst_cli.sparse.distribution import DISTRIBUTIONS, Distribution, active_counts, layer_densities
-from dst_cli.sparse.engine import DDP_MODES, DDPMode, SparseEngine
+from dst_cli.sparse.engine import BACKENDS, DDP_MODES, Backend, DDPMode, SparseEngine
 from dst_cli.sparse.errors import (
     SparseConfigError, check_bool, check_choice, check_int, check_number, invalid,
 )
@@ -33,6 +33,7 @@ def sparsify(
     ddp: DDPMode = "check",
     init: "str | type[Init] | Init" = "random",
     init_options: dict | None = None,
+    backend: Backend = "masked",
     **schedule_overrides,
 ) -> SparseEngine:
     """Mask `sparsity` of the prunable weights of `model` and return the engine; call `engine.step()` after
@@ -48,6 +49,13 @@ def sparsify(
     seed / generator: the random masks and random growth (use the same seed on every rank).
     ddp: under torch.distributed with several ranks, "check" the masks agree after each update
         (MasksDiverged if not) or "broadcast" rank 0's masks.
+    backend: how the sparse layers compute. "masked" (default): dense kernels on masked weights, on any device,
+        bit-reproducible. "sparse": Conv1d/Conv2d/Linear run forward and backward on their active weights only
+        (dst_cli.sparse.backend, C++ kernels, CPU, float32); the steps whose update reads the dense gradient
+        (rigl, ee) run masked; SparseConfigError where it cannot run (not built, no AVX2, CUDA, snfs, DDP).
+        "auto": per layer the faster of the two, timed at its first forward (where the sparse path cannot
+        run: all masked, the reason in engine.compute_reason). The masks, counts, drop and grow choices do
+        not depend on it; the sums run in another order, so the numbers differ in the last bits.
     init: the starting topology: a registered name (random | snip | grasp | synflow, dst_cli.sparse.init), an Init
         subclass or instance. init_options: the init's own options (SynFlow's iterations, GraSP's temperature,
         num_batches) and the inputs of a scored init: loss_fn(outputs, targets) and batches [(inputs,
@@ -62,7 +70,7 @@ def sparsify(
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise invalid("optimizer", type(optimizer).__name__, "a torch.optim.Optimizer")
     layout = check_layout(sparsity=sparsity, distribution=distribution, dense_first_layer=dense_first_layer,
-                          dense_last_layer=dense_last_layer, seed=seed, ddp=ddp)
+                          dense_last_layer=dense_last_layer, seed=seed, ddp=ddp, backend=backend)
     check_int("total_steps", total_steps, 1)
     if acq_options is not None and not isinstance(acq_options, dict):
         raise invalid("acq_options", acq_options, "a dict of the acquisition's options, or None")
@@ -107,13 +115,15 @@ def sparsify(
     check_counts(weights, counts)
     masks = initial_topology.masks(weights, counts, generator=generator, model=model,
                                    loss_fn=inputs.get("loss_fn"), batches=inputs.get("batches"))
-    return SparseEngine(weights, optimizer, masks, update_schedule, acquisition, generator, ddp,
-                        dense_layers=frozenset(dense), final_density=density, init=initial_topology,
-                        distribution=distribution)
+    engine = SparseEngine(weights, optimizer, masks, update_schedule, acquisition, generator, ddp,
+                          dense_layers=frozenset(dense), final_density=density, init=initial_topology,
+                          distribution=distribution)
+    engine.use_backend(model, backend)
+    return engine
 
 
 def check_layout(*, sparsity: float, distribution: str, dense_first_layer: bool | None,
-                 dense_last_layer: bool | None, seed: int, ddp: str) -> dict:
+                 dense_last_layer: bool | None, seed: int, ddp: str, backend: str) -> dict:
     """sparsify's scalar options checked, with the conventions resolved: dense_first_layer None is True for
     `uniform` (RigL) and False otherwise, dense_last_layer None is False. Raises SparseConfigError."""
     check_number("sparsity", sparsity, 0.0, 1.0, high_open=True)
@@ -126,5 +136,6 @@ def check_layout(*, sparsity: float, distribution: str, dense_first_layer: bool 
     check_bool("dense_last_layer", dense_last_layer)
     check_int("seed", seed, 0, 2**64 - 1)
     check_choice("ddp", ddp, DDP_MODES)
+    check_choice("backend", backend, BACKENDS)
     return {"sparsity": float(sparsity), "distribution": distribution, "dense_first_layer": dense_first_layer,
-            "dense_last_layer": dense_last_layer, "seed": int(seed), "ddp": ddp}
+            "dense_last_layer": dense_last_layer, "seed": int(seed), "ddp": ddp, "backend": backend}

@@ -11,7 +11,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from dst_cli.sparse.acquisition import Acquisition, ScoreContext
-from dst_cli.sparse.errors import MasksDiverged
+from dst_cli.sparse.backend import BackendUnavailable, attach_backend
+from dst_cli.sparse.errors import MasksDiverged, SparseConfigError
 from dst_cli.sparse.flops import training_flops_ratio
 from dst_cli.sparse.init import Init
 from dst_cli.sparse.masks import SparseMasks, active_positions, finite_scores, lowest, weight_state
@@ -19,6 +20,8 @@ from dst_cli.sparse.schedule import UpdateSchedule
 
 DDPMode = Literal["check", "broadcast"]
 DDP_MODES = get_args(DDPMode)
+Backend = Literal["masked", "sparse", "auto"]
+BACKENDS = get_args(Backend)
 ENGINE_COUNTERS = ("step_count", "optimizer_steps", "updates_done", "last_update_step", "mask_checks",
                    "integrated_until", "dense_gradient_iterations")
 ENGINE_STATE_KEYS = ("counts", "generator", "active_sums", "dense_gradient_sums", *ENGINE_COUNTERS)
@@ -46,6 +49,7 @@ class SparseEngine:
     ):
         self.names = list(weights)
         self.init, self.distribution = init, distribution
+        self.backend_mode, self.backend, self.compute_reason = "masked", None, None  # use_backend changes them
         self.optimizer, self.schedule, self.acq, self.generator, self.ddp = optimizer, schedule, acq, generator, ddp
         self.final_density = final_density
         self.pruned_layers = [i for i, name in enumerate(self.names) if name not in dense_layers]
@@ -65,6 +69,61 @@ class SparseEngine:
         self.dense_gradient_sums = [0] * len(self.names)
         self.dense_gradient_iterations = 0
 
+    # ----- how the sparse layers compute -----
+    def use_backend(self, model: nn.Module, backend: str) -> None:
+        """Run the model's sparse layers on `backend`: "masked" (dense kernels on the masked weights), "sparse"
+        (forward and backward on the active weights only: dst_cli.sparse.backend) or "auto" (per layer the
+        faster of the two, timed at its first forward). The engine then drives it: before every training
+        forward the layers run masked exactly when this step's update reads the dense gradient
+        (needs_dense_gradient), and the compressed layers are rebuilt after every mask change. Where the sparse
+        path cannot run, "sparse" raises SparseConfigError and "auto" stays masked, saying why in
+        `compute_reason`."""
+        self.backend_mode, self.backend, self.compute_reason = backend, None, None
+        if backend == "masked":
+            return
+        reason = self._masked_only_reason()
+        if reason is None:
+            try:
+                self.backend = attach_backend(model, dict(zip(self.names, self.masks.weights)), self.live_masks(),
+                                              mode=backend)
+            except BackendUnavailable as error:
+                reason = str(error)
+        if reason is not None and backend == "sparse":
+            raise SparseConfigError("backend", f"backend=sparse cannot run here: {reason}; allowed: backend=masked "
+                                    "or backend=auto (which then stays masked)")
+        self.compute_reason = reason or self.backend.reason
+        if self.backend is not None:
+            model.register_forward_pre_hook(self._before_forward)
+
+    def _masked_only_reason(self) -> str | None:
+        device = self.masks.weights[0].device
+        if device.type != "cpu":
+            return f"the sparse kernels run on the CPU (the weights are on {device.type})"
+        if self.acq.dense_gradient_every_step:
+            return f"acq={self.acq.name or type(self.acq).__name__} reads the dense gradient at every step, so " \
+                   "every step runs masked and there is nothing to gain"
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return "with several processes the sparse gradients would miss DDP's all-reduce"
+        return None
+
+    def live_masks(self) -> dict[str, Tensor]:
+        """The engine's own bool masks by layer (not copies: for the compute backend, rebuilt from them)."""
+        return dict(zip(self.names, self.masks.masks))
+
+    def needs_dense_gradient(self) -> bool:
+        """Whether the coming step() reads this iteration's dense gradient: at every step for an acquisition
+        that always needs it (SNFS's momentum), else at the steps whose mask update grows by the gradient
+        (rigl, ee). Mirrors step(): an update after the optimizer step is due at optimizer_steps + 1."""
+        if self.acq.dense_gradient_every_step:
+            return True
+        if not self.acq.uses_gradient:
+            return False
+        step = self.optimizer_steps + (1 if self.schedule.update_after_optimizer_step else 0)
+        return self._update_due(step)
+
+    def _before_forward(self, module: nn.Module, inputs) -> None:
+        self.backend.use_masked(module.training and self.needs_dense_gradient())
+
     def _densities(self) -> dict[str, float]:
         """Each layer's density from its exact count (SNFS, DSR and gradual pruning move counts)."""
         return {name: count / w.numel() for name, w, count in zip(self.names, self.masks.weights, self.counts)}
@@ -73,7 +132,7 @@ class SparseEngine:
         total = self.masks.total
         return (f"SparseEngine({len(self.names)} layers, {sum(self.counts)}/{total} weights active "
                 f"({sum(self.counts) / total:.2%}), distribution={self.distribution}, acq={self.acq!r}, "
-                f"init={self.init!r}, schedule={self.schedule}, step {self.step_count}, "
+                f"init={self.init!r}, schedule={self.schedule}, backend={self.backend_mode}, step {self.step_count}, "
                 f"{self.updates_done} updates)")
 
     # ----- reading the masks -----
@@ -168,6 +227,8 @@ class SparseEngine:
         self.last_update_step = step
         self._agree_across_ranks(step)
         self.densities = self._densities()
+        if self.backend is not None:
+            self.backend.rebuild(self.live_masks())
 
     def _drop_and_grow(self, step: int) -> None:
         masks, schedule = self.masks, self.schedule
@@ -333,8 +394,10 @@ class SparseEngine:
         }
         if not per_layer:
             return totals
+        kernels = self.backend.kernels if self.backend is not None else {}
         return {
             **totals,
+            "backend": self.compute_summary(),
             "layers": {
                 name: {
                     "shape": list(w.shape),
@@ -342,10 +405,17 @@ class SparseEngine:
                     "active": count,
                     "target_density": count / w.numel(),
                     "density": float(torch.count_nonzero(w)) / w.numel(),
+                    "kernel": kernels.get(name, "masked"),
                 }
                 for name, w, count in zip(self.names, masks.weights, self.counts)
             },
         }
+
+    def compute_summary(self) -> str:
+        """How the sparse layers compute, in one line (with the reason when the sparse path cannot run)."""
+        if self.backend is not None:
+            return self.backend.summary()
+        return f"{self.backend_mode}" + (f" (masked: {self.compute_reason})" if self.compute_reason else "")
 
     def summary(self) -> str:
         """One line: measured density, explored share, turnover, updates and steps."""
@@ -418,3 +488,5 @@ class SparseEngine:
         self.dense_gradient_sums = [state["dense_gradient_sums"][name] for name in self.names]
         self.integrated_until = state["integrated_until"]
         self.dense_gradient_iterations = state["dense_gradient_iterations"]
+        if self.backend is not None:
+            self.backend.rebuild(self.live_masks())

@@ -271,6 +271,6 @@ def test_masks_are_read_by_name_as_copies_and_the_engine_describes_itself():
         engine.mask("1.weight")
     assert repr(engine) == ("SparseEngine(2 layers, 60/300 weights active (20.00%), distribution=erk, "
                             "acq=ee(c=0.0003, eps=1.0, bonus='log'), init=random(), "
-                            "schedule=UpdateSchedule(total_steps=100, update_interval=10), step 0, 0 updates)")
+                            "schedule=UpdateSchedule(total_steps=100, update_interval=10), backend=masked, step 0, 0 updates)")
     assert engine.summary() == "density 20.00%, explored 20.00%, turnover 0.00%, 0 updates in 0 steps"
     assert engine.stats(per_layer=False) == {"density": 0.2, "explored": 0.2, "turnover": 0.0}

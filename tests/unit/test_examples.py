@@ -27,4 +27,4 @@ def test_own_loop_example_trains_to_the_exact_requested_counts(capsys):
     printed = capsys.readouterr().out
     assert "classifier.1.weight      587 of  8192 active" in printed
     assert "epoch 2: accuracy " in printed and ", 3 updates in 32 steps" in printed
-    assert "SparseEngine(3 layers, 846/8464 weights active" in printed
+    assert "SparseEngine(3 layers, 846/8464 weights active" in printed and "backend=masked" in printed
