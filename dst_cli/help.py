@@ -25,7 +25,7 @@ static. Each run writes train.log, metrics.jsonl, summary.json and checkpoints i
 
 RECIPES = [
     ("dst-train experiment=quickstart",
-     "small CNN on the offline digits, 30 epochs (~20 s on 2 CPU cores)"),
+     "small CNN on the offline digits, 30 epochs (~12 s on 2 CPU cores)"),
     ("dst-train model=vgg19 dataset=synthetic trainer.epochs=1",
      "one epoch of VGG-19 on generated CIFAR-shaped data (minutes on a CPU)"),
     ("dst-train -m experiment=quickstart method=ee,rigl,set sparsity=0.9,0.95 seed=0,1,2",
