@@ -10,8 +10,8 @@
 #
 # The tables go into STUDY_DIR/results-planted.md, or with --docs into docs/results-planted.md (only the
 # generated block between its marker lines is replaced; the reading around it is kept).
-# Runs go one after another on one thread each: a planted run takes ~4 s of training, a quickstart run
-# ~15-20 s, plus a few seconds of start-up per sweep: about 70 min for the 264 runs on a busy 2-core machine.
+# Runs go one after another on one thread each: a planted run takes ~2 s of training, a quickstart run ~9 s,
+# plus start-up: the 264 runs take about 22 min on an idle 2-core machine, about 70 min on a busy one.
 # Finished runs are kept (they resume from their last checkpoint in about a second): running the script
 # again only runs what is missing, then rebuilds the tables. Needs dst-train and python of the project's
 # virtual environment on PATH.
