@@ -182,32 +182,37 @@ def section_title(runs: list[Run], distinguishing: dict[str, str]) -> str:
 
 def method_rows(runs: list[Run]) -> dict[Path, str]:
     """The row name of every run of a section: "dense" for sparsity 0, else its method as the papers name it
-    (dst_cli.methods.method_label), plus the options that differ among the runs of the same acq / schedule /
-    init ("ee (acq.c=0.5)"). Two different (acq, schedule, init) that would get one name (a custom acq called
+    (dst_cli.methods.method_label), plus the options that differ among the runs of that method ("ee
+    (acq.c=0.5)"; what a method sets itself, such as DSR's schedule.regrow_dropped, is the same in all of its
+    runs and not shown). Two different (acq, schedule, init) that would get one name (a custom acq called
     like an init) are both named in full ("snip-itop", "static-itop (init=snip)"), so that no row mixes two
     methods."""
     sparse = [run for run in runs if run.setting["sparsity"] != 0]
     methods = {run.run_dir: tuple(run.setting[group] for group in METHOD_GROUPS) for run in sparse}
     names = {method: method_label(*method, sparsity=None) for method in set(methods.values())}
     shared = {name for name, count in Counter(names.values()).items() if count > 1}
-    rows = {run.run_dir: DENSE for run in runs if run.setting["sparsity"] == 0}
+    base_names = {}
+    init_options = {}
     for run in sparse:
         acq, schedule, init = methods[run.run_dir]
         in_full = names[acq, schedule, init] in shared
-        name = f"{acq}-{schedule}" if in_full else names[acq, schedule, init]
+        base_names[run.run_dir] = f"{acq}-{schedule}" if in_full else names[acq, schedule, init]
         init_in_name = acq == STATIC and not in_full
-        init_option = [f"init={init}"] if init not in (None, DEFAULT_INIT) and not init_in_name else []
-        qualifiers = [*init_option, *_differing_options(run, sparse)]
+        init_options[run.run_dir] = [f"init={init}"] if init not in (None, DEFAULT_INIT) and not init_in_name else []
+    rows = {run.run_dir: DENSE for run in runs if run.setting["sparsity"] == 0}
+    for run in sparse:
+        same_method = [other for other in sparse if base_names[other.run_dir] == base_names[run.run_dir]]
+        qualifiers = [*init_options[run.run_dir], *_differing_options(run, same_method)]
+        name = base_names[run.run_dir]
         rows[run.run_dir] = f"{name} ({', '.join(qualifiers)})" if qualifiers else name
     return rows
 
 
 def _differing_options(run: Run, runs: list[Run]) -> list[str]:
-    """acq.c=0.5: options of the run's acq / schedule / init that differ among the runs of the same one."""
+    """acq.c=0.5: the run's acq / schedule / init options that differ among runs (those of its method)."""
     qualifiers = []
     for group in METHOD_GROUPS:
-        same = [other for other in runs if other.setting[group] == run.setting[group]]
-        configs = [_options(grouping_config(other), group) for other in same]
+        configs = [_options(grouping_config(other), group) for other in runs]
         options = _options(grouping_config(run), group)
         qualifiers += [f"{key}={options.get(key)}" for key in _varying_keys(configs)]
     return qualifiers

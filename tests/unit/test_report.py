@@ -244,7 +244,7 @@ PAPER_ROWS = {
     "static": ("static", {"init.name": "random"}),
     "random": ("random", {}),
     "set": ("set", {}),
-    "dsr": ("dsr", {}),
+    "dsr": ("dsr", {"schedule.regrow_dropped": False}),  # what method=dsr records; True in every other row
     "snfs": ("snfs", {}),
     "rigl": ("rigl", {"schedule": "rigl", "schedule.drop_fraction": 0.3}),
     "mest": ("mest", {}),
@@ -257,7 +257,7 @@ PAPER_ROWS = {
 def test_paper_table_rows_have_the_papers_names_in_the_papers_order(tmp_path):
     for job, name in enumerate(reversed(PAPER_ROWS)):  # the order of the runs must not matter
         acq, extra = PAPER_ROWS[name]
-        config = {"init.name": "random", **extra}
+        config = {"init.name": "random", "schedule.regrow_dropped": True, **extra}
         write_run(tmp_path / str(job), acq, config.pop("sparsity", 0.9), 0, 0.8, extra=config)
     [section] = sections_of(tmp_path)
     assert {run.run_dir.name: section.rows[run.run_dir] for run in section.runs} == {
