@@ -250,7 +250,9 @@ class SparseEngine:
                 ineligible = new_mask if schedule.regrow_dropped else masks.masks[i].flatten()
                 scores = self.acq.grow_scores(contexts[name]).flatten()
                 finite = scores.nan_to_num(nan=torch.finfo(scores.dtype).min)  # and ±inf to the finite extremes
-                new_mask[torch.topk(finite.masked_fill(ineligible, -float("inf")), grown[name]).indices] = True
+                # ties to the earlier position, as TF's top_k in RigL TF sparse_optimizers_base.py:311; torch.topk
+                # leaves them to its implementation, so rounding elsewhere (another backend) changed the choice
+                new_mask |= lowest(-finite.masked_fill(ineligible, -float("inf")), grown[name])
             if dropped[name] or grown[name]:
                 masks.replace(i, new_mask.view(masks.masks[i].shape), self.optimizer)
             self.counts[i] += grown[name] - dropped[name]

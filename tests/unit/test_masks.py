@@ -95,6 +95,21 @@ def test_rigl_grows_the_largest_dense_gradients_among_previously_inactive():
     assert set(grown.tolist()) == set(expected.tolist())
 
 
+@pytest.mark.parametrize("acq_name", ["rigl", "ee"])
+def test_grow_among_equal_scores_takes_the_earlier_positions_as_the_drop_does(acq_name):
+    """Equal grow scores (e.g. the equal gradients of inputs that are constant) go to the earlier positions, as in
+    TF's top_k that RigL TF calls, whatever the other scores: torch.topk leaves ties to its implementation, and
+    two runs whose other scores differ by rounding (another backend or thread count) then grew other weights."""
+    engine, weight, _ = make_engine((24, 40), 0.9, acq_name, regrow_dropped=False)
+    before = engine.masks.masks[0].clone()
+    weight.grad = torch.ones_like(weight)  # every inactive weight ties (EE: N = 0 for all of them, too)
+    engine.update(100)
+    k = round(0.3 * engine.counts[0])
+    grown = engine.masks.masks[0] & ~before
+    earliest_inactive = (~before).flatten().nonzero().flatten()[:k]
+    assert grown.flatten().nonzero().flatten().tolist() == earliest_inactive.tolist()
+
+
 def test_rigl_with_regrowth_grows_the_largest_gradients_among_all_not_kept():
     engine, weight, _ = make_engine((24, 40), 0.9, "rigl")
     before = engine.masks.masks[0].clone()
