@@ -849,15 +849,14 @@ class SparseBackend:
         self.layers.clear()
 
 
-def _module_of(model: nn.Module, name: str, weight: Tensor) -> nn.Module | None:
-    path = name[: -len(".weight")] if name.endswith(".weight") else ("" if name == "weight" else None)
-    if path is None:
-        return None
-    try:
-        module = model.get_submodule(path)
-    except AttributeError:
-        return None
-    return module if getattr(module, "weight", None) is weight else None
+def _owners(model: nn.Module) -> dict[int, nn.Module]:
+    """The first module holding each weight parameter, by the parameter's id (as prunable_weights lists it)."""
+    owners: dict[int, nn.Module] = {}
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, nn.Parameter):
+            owners.setdefault(id(weight), module)
+    return owners
 
 
 def attach_backend(model: nn.Module, weights: dict[str, nn.Parameter], masks: dict[str, Tensor],
@@ -883,8 +882,9 @@ def attach_backend(model: nn.Module, weights: dict[str, nn.Parameter], masks: di
     if reason is not None and mode == "sparse":
         raise BackendUnavailable(reason)
     layers, masked_layers = {}, {}
+    owners = _owners(model)
     for name, weight in weights.items():
-        module = _module_of(model, name, weight)
+        module = owners.get(id(weight))
         geometry = layer_geometry(module) if module is not None else f"no module of the model owns {name}"
         if reason is not None:
             masked_layers[name] = reason

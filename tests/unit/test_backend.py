@@ -301,6 +301,17 @@ def test_layers_without_a_kernel_stay_masked():
     model(torch.randn(1, 4, 9, 9))
 
 
+@needs_kernels
+def test_a_layer_is_found_by_its_weight_whatever_its_name_and_a_weight_no_module_holds_stays_masked():
+    model = nn.Sequential(nn.Conv2d(4, 4, 3))
+    stray = nn.Parameter(torch.randn(4, 4, 3, 3))
+    weights = {"renamed": model[0].weight, "0.weight": stray}
+    masks = {name: random_mask(w.shape, 0.5) for name, w in weights.items()}
+    backend = attach_backend(model, weights, masks, mode="sparse")
+    assert backend.choices["renamed"] != "masked"
+    assert backend.masked_layers == {"0.weight": "no module of the model owns 0.weight"}
+
+
 # -------------------------------------------------------------------------------------- unavailable
 
 @pytest.fixture
